@@ -40,6 +40,10 @@ class ModelConfig:
         rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test: proposals kept at inference.
         box_score_thresh: minimum score kept by the network itself (the predictor applies its own threshold too).
         box_nms_thresh: per-class NMS IoU threshold.
+        pixel_spacing_mm: in-plane pixel size the network was trained at; the predictor resamples slices to it
+            (and maps results back to the original grid). None = use every image at its native pixel grid.
+        intensity: the intensity preset the network was trained with (see medmrcnn.transforms):
+            "ct:<window>" (e.g. "ct:soft_tissue"), "percentile", or "auto" (chosen from the modality).
     """
 
     labels: tuple[str, ...] = ("lesion",)
@@ -61,6 +65,8 @@ class ModelConfig:
     rpn_post_nms_top_n_test: int = 1000
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
+    pixel_spacing_mm: float | None = None
+    intensity: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +94,8 @@ class ModelConfig:
             raise ValueError(
                 f"anchor_sizes has {len(self.anchor_sizes)} levels; the FPN has {self.num_feature_levels}"
             )
+        if self.pixel_spacing_mm is not None and self.pixel_spacing_mm <= 0:
+            raise ValueError(f"pixel_spacing_mm must be positive; got {self.pixel_spacing_mm}")
         if self.anchor_sizes is not None and len({len(s) for s in self.anchor_sizes}) != 1:
             raise ValueError("every FPN level needs the same number of anchor sizes")
 
