@@ -1,5 +1,16 @@
 """Preprocessing: intensity mapping to the network's [0, 1] input range, 2.5D context stacks."""
 
-from medmrcnn.transforms.intensity import percentile_normalise, window
+from medmrcnn.transforms.context import context_indices, slice_with_context
+from medmrcnn.transforms.intensity import (
+    CT_WINDOWS,
+    normalise_volume,
+    parse_ct_window,
+    percentile_normalise,
+    resolve_intensity,
+    window,
+)
 
-__all__ = ["percentile_normalise", "window"]
+__all__ = [
+    "CT_WINDOWS", "context_indices", "normalise_volume", "parse_ct_window", "percentile_normalise",
+    "resolve_intensity", "slice_with_context", "window",
+]

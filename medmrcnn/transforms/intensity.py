@@ -1,8 +1,27 @@
-"""Intensity mapping to the network's input range [0, 1] (no ImageNet statistics on Hounsfield units)."""
+"""Intensity mapping to the network's input range [0, 1] (no ImageNet statistics on Hounsfield units).
+
+Presets (`intensity` strings, recorded in ModelConfig.intensity):
+    "ct:<name>"   a CT window from CT_WINDOWS, e.g. "ct:soft_tissue" (level 40 HU, width 400 HU);
+    "ct:L,W"      an explicit window level,width in HU, e.g. "ct:60,200";
+    "percentile"  the 1st..99.5th percentile of the volume to [0, 1] (MR, microscopy, unknown);
+    "auto"        "ct:soft_tissue" for CT, "percentile" otherwise.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from medmrcnn.volume import Volume
+
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (60.0, 400.0),
+    "liver": (80.0, 150.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "mediastinum": (50.0, 350.0),
+}
 
 
 def window(array: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -20,3 +39,36 @@ def percentile_normalise(array: np.ndarray, lower: float = 1.0, upper: float = 9
         return np.zeros_like(a)
     out = (a - np.float32(lo)) * np.float32(1.0 / (hi - lo))
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resolve_intensity(intensity: str, modality: str) -> str:
+    """The concrete preset for a modality ("auto" -> "ct:soft_tissue" for CT, "percentile" otherwise)."""
+    if intensity == "auto":
+        return "ct:soft_tissue" if modality.upper() == "CT" else "percentile"
+    if intensity.startswith("ct:"):
+        parse_ct_window(intensity)
+    elif intensity != "percentile":
+        raise ValueError(f"unknown intensity preset {intensity!r}: use auto, percentile, ct:<name> or ct:L,W")
+    return intensity
+
+
+def parse_ct_window(intensity: str) -> tuple[float, float]:
+    """(level, width) in HU of a "ct:<name>" or "ct:L,W" preset."""
+    spec = intensity.removeprefix("ct:")
+    if spec in CT_WINDOWS:
+        return CT_WINDOWS[spec]
+    try:
+        level, width = (float(v) for v in spec.split(","))
+    except ValueError:
+        raise ValueError(f"unknown CT window {spec!r}: use one of {sorted(CT_WINDOWS)} or 'L,W' in HU") from None
+    if width <= 0:
+        raise ValueError(f"CT window width must be positive; got {width}")
+    return level, width
+
+
+def normalise_volume(volume: Volume, intensity: str = "auto") -> np.ndarray:
+    """The volume's voxels mapped to [0, 1] float32, shape (z, y, x), by the preset (see module docstring)."""
+    preset = resolve_intensity(intensity, volume.modality)
+    if preset == "percentile":
+        return percentile_normalise(volume.array)
+    return window(volume.array, *parse_ct_window(preset))
