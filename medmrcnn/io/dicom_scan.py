@@ -1,0 +1,352 @@
+"""Read DICOM headers (never pixel data) and group files into series with their slice order and geometry.
+
+Each file is opened once here: `pydicom.dcmread(stop_before_pixels=True)` leaves the file positioned at the Pixel Data
+element, whose offset is kept so that `dicom_pixels` reads the pixels without parsing the header a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from medmrcnn.compat import decoder_available
+from medmrcnn.errors import VolumeLoadError
+from medmrcnn.io.dicom_geometry import StackError, stack_geometry
+from medmrcnn.io.series import (
+    DICOM_MULTIFRAME, DICOM_NON_IMAGE, DICOM_SERIES, SeriesInfo, check_dimensions, orientation_code,
+)
+
+log = logging.getLogger(__name__)
+
+# Objects that are not images for this tool: listed by `scan`, never loaded.
+NON_IMAGE_MODALITIES = frozenset(
+    {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "PR", "KO", "DOC", "REG", "FID", "RWV", "PLAN", "ECG",
+     "HD", "AU", "RESP"}
+)
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
+_PIXEL_DATA_TAGS = {b"\xe0\x7f\x10\x00": "<", b"\x7f\xe0\x00\x10": ">"}
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"}
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_ENDIAN = {"<": "little", ">": "big"}
+
+
+def io_workers() -> int:
+    """Threads for file reads: I/O and decompression release the GIL, so a few more than the cores pays off."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+@dataclass
+class DicomFile:
+    """One DICOM file's header and where its pixel data starts.
+
+    Attributes:
+        path: the file.
+        header: the dataset without pixel data (what `Volume.source_datasets` holds).
+        pixel_offset: byte offset of the Pixel Data element in the file; None when absent or unknown (deflated).
+        value_offset: byte offset of the Pixel Data value (after the element header).
+        value_length: declared length of the value in bytes; None for encapsulated (compressed) data.
+        file_size: size in bytes, to detect truncated pixel data without reading it.
+    """
+
+    path: Path
+    header: Dataset
+    pixel_offset: int | None
+    file_size: int
+    value_offset: int = 0
+    value_length: int | None = None
+
+    @property
+    def transfer_syntax(self) -> UID:
+        """The file's transfer syntax (Implicit VR Little Endian when the file meta lacks it)."""
+        meta = getattr(self.header, "file_meta", None)
+        return UID(meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian) if meta else
+                   pydicom.uid.ImplicitVRLittleEndian)
+
+    @property
+    def has_pixels(self) -> bool:
+        """True when the file has a (7FE0,0010) Pixel Data element."""
+        return self.pixel_offset is not None or self.transfer_syntax.is_deflated
+
+
+def read_header(path: Path) -> DicomFile | None:
+    """Read one file's header; None when it is not DICOM. Raises VolumeLoadError for unreadable files."""
+    try:
+        with open(path, "rb") as f:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except InvalidDicomError:
+                # No 'DICM' preamble: accept only raw datasets that start with a group 0008 tag (ACR-NEMA style).
+                f.seek(0)
+                if f.read(2) != b"\x08\x00":
+                    return None
+                f.seek(0)
+                ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+            offset = f.tell()
+            element = f.read(12)
+            size = os.fstat(f.fileno()).st_size
+    except PermissionError:
+        raise VolumeLoadError(path, "permission denied (cannot read the file)") from None
+    except IsADirectoryError:
+        return None
+    except InvalidDicomError:
+        return None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise VolumeLoadError(path, f"truncated or corrupt DICOM header ({type(e).__name__}: {e})") from None
+    if len(ds) == 0 or ("SOPClassUID" not in ds and "Modality" not in ds and "Rows" not in ds):
+        return None  # forced read of a file that only looked like DICOM
+    df = DicomFile(path=path, header=ds, pixel_offset=None, file_size=size)
+    if df.transfer_syntax.is_deflated:
+        return df  # offsets refer to the inflated stream; pixels are read with a full dcmread
+    byte_order = _PIXEL_DATA_TAGS.get(element[:4])
+    if byte_order is None or len(element) < 8:
+        return df
+    df.pixel_offset = offset
+    if df.transfer_syntax.is_implicit_VR:
+        length, df.value_offset = int.from_bytes(element[4:8], "little"), offset + 8
+    elif element[4:6] in _LONG_VRS:
+        length, df.value_offset = int.from_bytes(element[8:12], _ENDIAN[byte_order]), offset + 12
+    else:
+        length, df.value_offset = int.from_bytes(element[6:8], _ENDIAN[byte_order]), offset + 8
+    df.value_length = None if length == UNDEFINED_LENGTH else length
+    return df
+
+
+def read_headers(paths: Iterable[Path]) -> tuple[list[DicomFile], list[Path]]:
+    """Read the headers of `paths` (in parallel); returns (DICOM files, paths that are not DICOM)."""
+    paths = list(paths)
+    if len(paths) > 4:
+        with ThreadPoolExecutor(io_workers()) as pool:
+            results = list(pool.map(read_header, paths))
+    else:
+        results = [read_header(p) for p in paths]
+    found = [r for r in results if r is not None]
+    skipped = [p for p, r in zip(paths, results) if r is None]
+    return found, skipped
+
+
+def _text(ds: Dataset, keyword: str, default: str = "") -> str:
+    value = ds.get(keyword, default)
+    return default if value is None else str(value).strip()
+
+
+def _number(ds: Dataset, keyword: str, default: float) -> float:
+    value = ds.get(keyword)
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _non_image_reason(ds: Dataset) -> str | None:
+    """Why a DICOM object is not an image for this tool, None when it is one."""
+    if ds.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+        return "DICOMDIR (media directory), ignored"
+    modality = _text(ds, "Modality").upper()
+    if modality in NON_IMAGE_MODALITIES:
+        return f"{modality} object: not an image, skipped"
+    if "Rows" not in ds or "Columns" not in ds:
+        return f"{modality or 'DICOM'} object without image attributes: skipped"
+    return None
+
+
+@dataclass
+class DicomPlan:
+    """How to assemble the pixels of a scanned series.
+
+    Attributes:
+        files: the files in slice order (classic series) or the one multi-frame file.
+        frames: 0-based frame index at each z (multi-frame), None for one frame per file.
+        slopes, intercepts: RescaleSlope / RescaleIntercept at each z.
+    """
+
+    files: list[DicomFile]
+    frames: np.ndarray | None
+    slopes: np.ndarray
+    intercepts: np.ndarray
+
+
+def _base_info(kind: str, files: list[DicomFile]) -> SeriesInfo:
+    ds = files[0].header
+    number = ds.get("SeriesNumber")
+    try:
+        number = int(number) if number not in (None, "") else None
+    except (TypeError, ValueError):
+        number = None
+    return SeriesInfo(
+        kind=kind, paths=[f.path for f in files], series_uid=_text(ds, "SeriesInstanceUID"),
+        modality=_text(ds, "Modality", "OT") or "OT", description=_text(ds, "SeriesDescription"),
+        n_files=len(files), number=number,
+    )
+
+
+def _pixel_problem(info: SeriesInfo, files: list[DicomFile], frames: int) -> str | None:
+    """Reason the series cannot be decoded (absurd size, no pixels, truncated, unsupported syntax), from headers."""
+    try:
+        check_dimensions(info.source, info.shape or (0, 0, 0))
+    except VolumeLoadError as e:
+        return e.reason
+    for f in files:
+        if not f.has_pixels:
+            return f"{f.path.name}: no pixel data"
+        ts = f.transfer_syntax
+        if ts.is_compressed and not decoder_available(ts):
+            return f"{f.path.name}: unsupported transfer syntax {ts.name} ({ts}); no installed decoder"
+        ds = f.header
+        bits = int(ds.get("BitsAllocated", 16))
+        if f.pixel_offset is not None and not ts.is_compressed and bits >= 8:
+            need = frames * int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * (bits // 8)
+            have = min(f.value_length if f.value_length is not None else 0, f.file_size - f.value_offset)
+            if have < need:
+                return f"{f.path.name}: truncated pixel data ({max(have, 0)} of {need} bytes)"
+    return None
+
+
+def _classic_series(files: list[DicomFile]) -> SeriesInfo:
+    """A series of single-frame files: consistent sizes, ordered in space."""
+    info = _base_info(DICOM_SERIES, files)
+    sizes = defaultdict(int)
+    for f in files:
+        sizes[(int(f.header.Rows), int(f.header.Columns))] += 1
+    if len(sizes) > 1:
+        listing = ", ".join(f"{r}x{c} ({n} images)" for (r, c), n in sorted(sizes.items(), key=lambda kv: -kv[1]))
+        info.error = f"mixed image sizes in one series: {listing}"
+        return info
+    rows, cols = next(iter(sizes))
+    have_geometry = ["ImagePositionPatient" in f.header and "ImageOrientationPatient" in f.header for f in files]
+    if not all(have_geometry):
+        if len(files) > 1 or any(have_geometry):
+            info.error = (f"cannot order {len(files)} images in space: ImagePositionPatient/ImageOrientationPatient "
+                          f"missing in {have_geometry.count(False)} of them")
+            return info
+        info.warnings.append("no patient geometry (ImagePositionPatient missing): identity orientation, origin 0")
+    spacings = []
+    for f in files:
+        ps = f.header.get("PixelSpacing") or f.header.get("ImagerPixelSpacing")
+        spacings.append([float(v) for v in ps] if ps else [1.0, 1.0])
+    if not (files[0].header.get("PixelSpacing") or files[0].header.get("ImagerPixelSpacing")):
+        info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
+    ds0 = files[0].header
+    thickness = _number(ds0, "SpacingBetweenSlices", 0.0) or _number(ds0, "SliceThickness", 0.0) or None
+    if all(have_geometry):
+        positions = [[float(v) for v in f.header.ImagePositionPatient] for f in files]
+        orientations = [[float(v) for v in f.header.ImageOrientationPatient] for f in files]
+    else:
+        positions, orientations = [[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
+    try:
+        geo = stack_geometry(np.array(positions), np.array(orientations), np.array(spacings), thickness)
+    except (StackError, ValueError) as e:
+        info.error = str(e)
+        return info
+    ordered = [files[i] for i in geo.order]
+    info.paths = [f.path for f in ordered]
+    info.shape = (len(files), rows, cols)
+    info.affine, info.irregular = geo.affine, geo.irregular
+    info.warnings += geo.warnings
+    slopes = np.array([_number(f.header, "RescaleSlope", 1.0) for f in ordered])
+    intercepts = np.array([_number(f.header, "RescaleIntercept", 0.0) for f in ordered])
+    info.plan = DicomPlan(files=ordered, frames=None, slopes=slopes, intercepts=intercepts)
+    info.error = _pixel_problem(info, ordered, 1)
+    return info
+
+
+def _functional(ds: Dataset, frame: Dataset | None, sequence: str, keyword: str):
+    """Value of `keyword` in functional group `sequence`, per-frame first, then shared; None when absent."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for group in (frame, shared[0] if shared else None):
+        if group is not None and sequence in group and len(group[sequence]) and keyword in group[sequence][0]:
+            return group[sequence][0].get(keyword)
+    return None
+
+
+def _multiframe(f: DicomFile) -> SeriesInfo:
+    """One enhanced (or legacy-converted) multi-frame object: frames ordered by their Plane Position."""
+    info = _base_info(DICOM_MULTIFRAME, [f])
+    ds = f.header
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None or len(per_frame) != n:
+        info.error = (f"multi-frame image with {n} frames but no per-frame functional groups (no per-frame "
+                      "geometry: cine or stripped enhanced object); cannot place frames in space")
+        return info
+    positions, orientations, spacings, slopes, intercepts = [], [], [], [], []
+    for fg in per_frame:
+        ipp = _functional(ds, fg, "PlanePositionSequence", "ImagePositionPatient")
+        iop = _functional(ds, fg, "PlaneOrientationSequence", "ImageOrientationPatient")
+        ps = _functional(ds, fg, "PixelMeasuresSequence", "PixelSpacing")
+        if ipp is None or iop is None:
+            info.error = "multi-frame image without Plane Position/Orientation functional groups"
+            return info
+        positions.append([float(v) for v in ipp])
+        orientations.append([float(v) for v in iop])
+        spacings.append([float(v) for v in ps] if ps else [1.0, 1.0])
+        slope = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleIntercept")
+        slopes.append(float(slope) if slope not in (None, "") else _number(ds, "RescaleSlope", 1.0))
+        intercepts.append(float(intercept) if intercept not in (None, "") else _number(ds, "RescaleIntercept", 0.0))
+    if _functional(ds, per_frame[0], "PixelMeasuresSequence", "PixelSpacing") is None:
+        info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
+    thickness = (_functional(ds, per_frame[0], "PixelMeasuresSequence", "SpacingBetweenSlices")
+                 or _functional(ds, per_frame[0], "PixelMeasuresSequence", "SliceThickness"))
+    try:
+        geo = stack_geometry(np.array(positions), np.array(orientations), np.array(spacings),
+                             float(thickness) if thickness not in (None, "") else None)
+    except (StackError, ValueError) as e:
+        info.error = str(e)
+        return info
+    info.shape = (n, int(ds.Rows), int(ds.Columns))
+    info.affine, info.irregular = geo.affine, geo.irregular
+    info.warnings += geo.warnings
+    info.plan = DicomPlan(files=[f], frames=geo.order, slopes=np.array(slopes)[geo.order],
+                          intercepts=np.array(intercepts)[geo.order])
+    info.error = _pixel_problem(info, [f], n)
+    return info
+
+
+def _is_multiframe(ds: Dataset) -> bool:
+    return "PerFrameFunctionalGroupsSequence" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1
+
+
+def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
+    """Group headers by SeriesInstanceUID into classic series, multi-frame objects and non-image entries."""
+    by_uid: dict[str, list[DicomFile]] = defaultdict(list)
+    for f in files:
+        by_uid[_text(f.header, "SeriesInstanceUID") or f"(no SeriesInstanceUID) {f.path.parent}"].append(f)
+    infos: list[SeriesInfo] = []
+    for group in by_uid.values():
+        images, singles = [], []
+        reasons: dict[str, list[DicomFile]] = defaultdict(list)
+        for f in group:
+            reason = _non_image_reason(f.header)
+            if reason is not None:
+                reasons[reason].append(f)
+            elif _is_multiframe(f.header):
+                images.append(f)
+            else:
+                singles.append(f)
+        for reason, fs in reasons.items():
+            info = _base_info(DICOM_NON_IMAGE, fs)
+            info.warnings.append(reason)
+            infos.append(info)
+        infos += [_multiframe(f) for f in images]
+        if singles:
+            infos.append(_classic_series(singles))
+    for info in infos:
+        if info.affine is not None:
+            info.orientation = orientation_code(info.affine)
+            sx, sy, sz = np.linalg.norm(info.affine[:3, :3], axis=0)
+            info.spacing = (float(sz), float(sy), float(sx))
+    for info in infos:
+        if info.kind == DICOM_NON_IMAGE:
+            log.info("%s: %s", info.source, info.warnings[0])
+    return infos
