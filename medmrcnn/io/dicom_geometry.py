@@ -124,8 +124,8 @@ def stack_geometry(
         if tilt > TILT_TOL_DEG:
             z_col = step
             warnings.append(
-                f"gantry tilt / sheared stack of {tilt:.2f} degrees: the affine is sheared (exact); tools that "
-                "assume orthogonal axes (SimpleITK, MHA/NRRD) ignore the shear"
+                f"gantry tilt / sheared stack of {tilt:.2f} degrees: the affine is sheared (exact); SimpleITK's "
+                "DICOM reader and many viewers ignore the shear"
             )
         else:
             z_col = normal * along

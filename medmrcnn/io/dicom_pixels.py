@@ -19,7 +19,7 @@ from medmrcnn.compat import decode_pixels
 from medmrcnn.errors import VolumeLoadError
 from medmrcnn.io.colour import rgb_to_single
 from medmrcnn.io.dicom_scan import DicomFile, DicomPlan, io_workers
-from medmrcnn.io.series import DICOM_MULTIFRAME, SeriesInfo
+from medmrcnn.io.series import DICOM_MULTIFRAME, SeriesInfo, one_line
 from medmrcnn.volume import Volume
 
 _PIXEL_MODULE = (
@@ -115,7 +115,7 @@ def _decode_with_pydicom(f: DicomFile) -> np.ndarray:
     except VolumeLoadError:
         raise
     except Exception as e:  # decoders raise anything from ValueError to RuntimeError on corrupt streams
-        raise VolumeLoadError(f.path, f"cannot decode pixel data ({ts.name}): {type(e).__name__}: {e}") from None
+        raise VolumeLoadError(f.path, f"cannot decode pixel data ({ts.name}): {one_line(e)}") from None
 
 
 def _fix_unused_bits(stored: np.ndarray, fmt: PixelFormat) -> None:

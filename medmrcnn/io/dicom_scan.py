@@ -24,7 +24,7 @@ from medmrcnn.compat import decoder_available
 from medmrcnn.errors import VolumeLoadError
 from medmrcnn.io.dicom_geometry import StackError, stack_geometry
 from medmrcnn.io.series import (
-    DICOM_MULTIFRAME, DICOM_NON_IMAGE, DICOM_SERIES, SeriesInfo, check_dimensions, orientation_code,
+    DICOM_MULTIFRAME, DICOM_NON_IMAGE, DICOM_SERIES, SeriesInfo, check_dimensions, one_line, orientation_code,
 )
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def read_header(path: Path) -> DicomFile | None:
             except InvalidDicomError:
                 # No 'DICM' preamble: accept only raw datasets that start with a group 0008 tag (ACR-NEMA style).
                 f.seek(0)
-                if f.read(2) != b"\x08\x00":
+                if f.read(2) not in (b"\x08\x00", b"\x00\x08"):  # little / big endian
                     return None
                 f.seek(0)
                 ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
@@ -102,7 +102,7 @@ def read_header(path: Path) -> DicomFile | None:
     except InvalidDicomError:
         return None
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise VolumeLoadError(path, f"truncated or corrupt DICOM header ({type(e).__name__}: {e})") from None
+        raise VolumeLoadError(path, f"truncated or corrupt DICOM header ({one_line(e)})") from None
     if len(ds) == 0 or ("SOPClassUID" not in ds and "Modality" not in ds and "Rows" not in ds):
         return None  # forced read of a file that only looked like DICOM
     df = DicomFile(path=path, header=ds, pixel_offset=None, file_size=size)
@@ -206,6 +206,8 @@ def _pixel_problem(info: SeriesInfo, files: list[DicomFile], frames: int) -> str
         bits = int(ds.get("BitsAllocated", 16))
         if f.pixel_offset is not None and not ts.is_compressed and bits >= 8:
             need = frames * int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * (bits // 8)
+            if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+                need = need * 2 // 3  # chroma subsampled horizontally: 2 samples per pixel on average
             have = min(f.value_length if f.value_length is not None else 0, f.file_size - f.value_offset)
             if have < need:
                 return f"{f.path.name}: truncated pixel data ({max(have, 0)} of {need} bytes)"
@@ -264,8 +266,9 @@ def _functional(ds: Dataset, frame: Dataset | None, sequence: str, keyword: str)
     """Value of `keyword` in functional group `sequence`, per-frame first, then shared; None when absent."""
     shared = ds.get("SharedFunctionalGroupsSequence")
     for group in (frame, shared[0] if shared else None):
-        if group is not None and sequence in group and len(group[sequence]) and keyword in group[sequence][0]:
-            return group[sequence][0].get(keyword)
+        items = group.get(sequence) if group is not None else None
+        if items and keyword in items[0]:
+            return items[0].get(keyword)
     return None
 
 

@@ -201,8 +201,8 @@ def load_volumes(
 def save_volume(volume: Volume, path: str | Path) -> Path:
     """Write `volume` by suffix: .nii / .nii.gz (NIfTI-1, RAS), .nrrd / .nhdr, .mha / .mhd; atomic, dtype kept.
 
-    Geometry follows docs/data-contract.md; a sheared affine (gantry tilt) is exact in NIfTI (sform) but is
-    reduced to normalised directions in NRRD/MHA, which cannot store a shear.
+    Geometry follows docs/data-contract.md; a sheared affine (gantry tilt) is kept exactly (NIfTI sform without
+    qform; NRRD/MHA store the non-orthogonal direction matrix).
     """
     path = Path(path)
     if nifti.is_nifti(path):

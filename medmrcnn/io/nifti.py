@@ -17,7 +17,7 @@ from nibabel.fileholders import FileHolder
 from medmrcnn.errors import VolumeLoadError
 from medmrcnn.fileio import atomic_path
 from medmrcnn.io.colour import rgb_to_single
-from medmrcnn.io.series import NIFTI, SeriesInfo, check_dimensions, check_spacing, orientation_code
+from medmrcnn.io.series import NIFTI, SeriesInfo, check_dimensions, check_spacing, one_line, orientation_code
 from medmrcnn.volume import Volume
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: also LPS -> RAS
@@ -38,7 +38,7 @@ def _open(path: Path) -> nib.Nifti1Image:
     except FileNotFoundError:
         raise VolumeLoadError(path, "no such file") from None
     except Exception as e:  # nibabel raises ImageFileError, EOFError, zlib/gzip errors on corrupt files
-        raise VolumeLoadError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        raise VolumeLoadError(path, f"not a readable NIfTI file ({one_line(e)})") from None
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
         raise VolumeLoadError(path, f"not a NIfTI image ({type(img).__name__})")
     return img
@@ -90,7 +90,7 @@ def load_nifti(info: SeriesInfo, frame: int | None = None, rgb: str = "luma") ->
         else:
             data = np.asanyarray(img.dataobj)
     except Exception as e:
-        raise VolumeLoadError(path, f"truncated or corrupt NIfTI data ({type(e).__name__}: {e})") from None
+        raise VolumeLoadError(path, f"truncated or corrupt NIfTI data ({one_line(e)})") from None
     metadata: dict[str, object] = {"kind": NIFTI, "nifti_version": 2 if isinstance(img, nib.Nifti2Image) else 1}
     if data.dtype.names:  # RGB24 / RGBA32 structured voxels
         data = rgb_to_single(np.stack([data[c] for c in data.dtype.names], axis=-1), rgb)

@@ -15,7 +15,7 @@ import numpy as np
 
 from medmrcnn.errors import VolumeLoadError
 from medmrcnn.io.colour import rgb_to_single
-from medmrcnn.io.series import RASTER, SeriesInfo, check_dimensions
+from medmrcnn.io.series import RASTER, SeriesInfo, check_dimensions, one_line
 from medmrcnn.volume import Volume, affine_from_geometry
 
 SUFFIXES = (".png", ".tif", ".tiff")
@@ -73,7 +73,7 @@ def scan_raster(path: Path) -> SeriesInfo:
     except VolumeLoadError:
         raise
     except Exception as e:  # Pillow / tifffile raise many types on corrupt files
-        raise VolumeLoadError(path, f"not a readable {path.suffix[1:].upper()} image ({type(e).__name__}: {e})") \
+        raise VolumeLoadError(path, f"not a readable {path.suffix[1:].upper()} image ({one_line(e)})") \
             from None
     if pixel_mm is None:
         info.warnings.append("pixel size unknown: 1 mm pixels assumed")
@@ -112,7 +112,7 @@ def load_raster(info: SeriesInfo, frame: int | None = None, rgb: str = "luma") -
                     plane_axes = 3 if info.plan["axes"].endswith("S") else 2
                     data = data.reshape((-1,) + data.shape[-plane_axes:])[frame or 0]
     except Exception as e:
-        raise VolumeLoadError(path, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
+        raise VolumeLoadError(path, f"truncated or corrupt image data ({one_line(e)})") from None
     if data.dtype == bool:
         data = data.astype(np.uint8)
     if data.ndim == 3 and data.shape[-1] in (3, 4):

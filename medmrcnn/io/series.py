@@ -91,6 +91,12 @@ class SeriesInfo:
         }
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """`Type: message` of an exception from a third-party reader, on one line and at most `limit` characters."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def orientation_code(affine: np.ndarray) -> str:
     """Axis codes (x, y, z) in LPS "to" convention: the patient direction each index axis points to most."""
     pos, neg = "LPS", "RAI"
