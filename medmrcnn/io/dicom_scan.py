@@ -86,9 +86,12 @@ def read_header(path: Path) -> DicomFile | None:
             try:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
             except InvalidDicomError:
-                # No 'DICM' preamble: accept only raw datasets that start with a group 0008 tag (ACR-NEMA style).
                 f.seek(0)
-                if f.read(2) not in (b"\x08\x00", b"\x00\x08"):  # little / big endian
+                start = f.read(132)
+                if start[128:132] == b"DICM":
+                    raise VolumeLoadError(path, "corrupt DICOM file (unreadable file meta information)") from None
+                # No 'DICM' preamble: accept only raw datasets that start with a group 0008 tag (ACR-NEMA style).
+                if start[:2] not in (b"\x08\x00", b"\x00\x08"):  # little / big endian
                     return None
                 f.seek(0)
                 ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
@@ -104,7 +107,12 @@ def read_header(path: Path) -> DicomFile | None:
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise VolumeLoadError(path, f"truncated or corrupt DICOM header ({one_line(e)})") from None
     if len(ds) == 0 or ("SOPClassUID" not in ds and "Modality" not in ds and "Rows" not in ds):
+        if getattr(ds, "preamble", None) is not None:
+            raise VolumeLoadError(path, "corrupt DICOM file (DICM preamble but no readable data elements)")
         return None  # forced read of a file that only looked like DICOM
+    if not element and _is_image_storage(ds) and ("Rows" not in ds or _last_element_short(ds)):
+        # pydicom stops quietly at end of file: an image object that ends inside its header was cut short
+        raise VolumeLoadError(path, "truncated DICOM file (the header ends before the image attributes/pixel data)")
     df = DicomFile(path=path, header=ds, pixel_offset=None, file_size=size)
     if df.transfer_syntax.is_deflated:
         return df  # offsets refer to the inflated stream; pixels are read with a full dcmread
@@ -120,6 +128,19 @@ def read_header(path: Path) -> DicomFile | None:
         length, df.value_offset = int.from_bytes(element[6:8], _ENDIAN[byte_order]), offset + 8
     df.value_length = None if length == UNDEFINED_LENGTH else length
     return df
+
+
+def _is_image_storage(ds: Dataset) -> bool:
+    return "Image Storage" in getattr(UID(str(ds.get("SOPClassUID", ""))), "name", "")
+
+
+def _last_element_short(ds: Dataset) -> bool:
+    """True when the last element's value is shorter than its declared length (file cut inside the value)."""
+    if not len(ds):
+        return False
+    raw = ds.get_item(max(ds.keys()))
+    value, length = getattr(raw, "value", None), getattr(raw, "length", None)
+    return isinstance(value, bytes) and isinstance(length, int) and length != UNDEFINED_LENGTH and len(value) < length
 
 
 def read_headers(paths: Iterable[Path]) -> tuple[list[DicomFile], list[Path]]:

@@ -66,6 +66,8 @@ def scan(path: str | Path) -> list[SeriesInfo]:
     if path.is_file():
         if path.name.lower().endswith(KNOWN_SUFFIXES):
             return [_scan_other(path)]
+        if path.stat().st_size == 0:
+            raise VolumeLoadError(path, "empty file (0 bytes)")
         files, _ = read_headers([path])
         if not files:
             raise VolumeLoadError(path, "not a DICOM file (no DICM preamble) and not a supported image format "

@@ -1,0 +1,118 @@
+"""Deliberate decisions on irregular stacks: gaps / non-uniform spacing (error unless allowed), gantry tilt (exact
+sheared affine + warning), mixed orientations / sizes, duplicate or off-line positions (errors)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.uid import generate_uid
+
+from medmrcnn.errors import VolumeLoadError
+from medmrcnn.io import load_volume, load_volumes, scan
+from medmrcnn.synthetic.dicom_series import write_dicom_series
+from medmrcnn.volume import Volume
+from tests.io.helpers import PYDICOM_SERIES, copy_tree, dicom_testfile
+
+
+def files_in_slice_order(folder):
+    return sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                         .ImagePositionPatient[2]))
+
+
+def edit(path, **values):
+    ds = pydicom.dcmread(path)
+    for k, v in values.items():
+        setattr(ds, k, v)
+    ds.save_as(path)
+
+
+def test_missing_slice_is_an_error_unless_allowed(tmp_path, ct_series, ct_volume, caplog):
+    folder = copy_tree(ct_series, tmp_path / "gap")
+    files_in_slice_order(folder)[4].unlink()
+    with pytest.raises(VolumeLoadError, match=r"about 1 missing slice\(s\): gap of 5 mm after slice 3 .*"
+                                              r"allow_irregular=True"):
+        load_volume(folder)
+    with caplog.at_level(logging.WARNING):
+        v = load_volume(folder, allow_irregular=True)
+    assert v.shape[0] == ct_volume.shape[0] - 1
+    assert np.array_equal(v.array, np.delete(ct_volume.array, 4, axis=0))
+    assert v.spacing[0] == pytest.approx(2.5 * 9 / 8)  # mean step from first to last
+    assert any("irregular slice spacing" in w for w in v.warnings) and "missing slice" in caplog.text
+
+
+def test_real_series_with_a_gap_is_reported_by_scan():
+    info = scan(PYDICOM_SERIES / "77654033" / "CT2")[0]
+    assert info.error is None and "missing slice" in info.irregular and info.shape == (4, 16, 16)
+
+
+def test_non_uniform_spacing_is_reported(tmp_path, ct_series):
+    folder = copy_tree(ct_series, tmp_path / "nonuniform")
+    path = files_in_slice_order(folder)[5]
+    ipp = [float(x) for x in pydicom.dcmread(path).ImagePositionPatient]
+    edit(path, ImagePositionPatient=[ipp[0], ipp[1], ipp[2] + 0.6])
+    with pytest.raises(VolumeLoadError, match=r"non-uniform slice spacing: 1\.9 to 3\.1 mm"):
+        load_volume(folder)
+
+
+def test_gantry_tilt_gives_the_exact_sheared_affine(tmp_path, ct_volume):
+    affine = ct_volume.affine.copy()
+    affine[1, 2] = 2.5 * np.tan(np.radians(15))  # each slice shifted posteriorly: a 15 degree tilted gantry
+    tilted = Volume(ct_volume.array, affine, modality="CT")
+    write_dicom_series(tilted, tmp_path, shuffle_names=True)
+    v = load_volume(tmp_path)
+    assert np.allclose(v.affine, affine, atol=1e-4) and np.array_equal(v.array, ct_volume.array)
+    assert any("gantry tilt / sheared stack of 15.00 degrees" in w for w in v.warnings)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path)))
+    assert np.array_equal(sitk.GetArrayFromImage(reader.Execute()), v.array)  # same slice order
+
+
+def test_real_multi_plane_localizer_is_refused_and_skipped_in_batch(tmp_path, ct_series, caplog):
+    folder = PYDICOM_SERIES / "98892003" / "MR700"
+    with pytest.raises(VolumeLoadError, match="mixed orientations: 7 different ImageOrientationPatient values"):
+        load_volume(folder)
+    study = tmp_path / "study"
+    shutil.copytree(folder, study / "localizer")
+    shutil.copytree(ct_series, study / "ct")
+    with caplog.at_level(logging.WARNING):
+        volumes = load_volumes(study)
+    assert len(volumes) == 1 and volumes[0].modality == "CT" and "skipped series" in caplog.text
+    with pytest.raises(VolumeLoadError, match="mixed orientations"):
+        load_volumes(study, strict=True)
+
+
+def test_mixed_sizes_duplicates_and_off_line_positions_are_errors(tmp_path, ct_series):
+    sizes = copy_tree(ct_series, tmp_path / "sizes")
+    path = files_in_slice_order(sizes)[2]
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.pixel_array[:20, :24].copy().tobytes()
+    ds.Rows, ds.Columns = 20, 24
+    ds.save_as(path)
+    with pytest.raises(VolumeLoadError, match=r"mixed image sizes in one series: 40x48 \(9 images\), 20x24 \(1"):
+        load_volume(sizes)
+
+    dup = copy_tree(ct_series, tmp_path / "dup")
+    first = files_in_slice_order(dup)[0]
+    shutil.copy(first, dup / "copy.dcm")
+    edit(dup / "copy.dcm", SOPInstanceUID=generate_uid())
+    with pytest.raises(VolumeLoadError, match="duplicate slice positions: 11 images at 10 distinct positions"):
+        load_volume(dup)
+
+    off = copy_tree(ct_series, tmp_path / "off")
+    path = files_in_slice_order(off)[6]
+    ipp = [float(x) for x in pydicom.dcmread(path).ImagePositionPatient]
+    edit(path, ImagePositionPatient=[ipp[0] + 5.0, ipp[1], ipp[2]])
+    with pytest.raises(VolumeLoadError, match="slice positions do not lie on one line"):
+        load_volume(off)
+
+
+def test_single_slice_uses_slice_thickness():
+    v = load_volume(dicom_testfile("CT_small.dcm"))
+    ds = pydicom.dcmread(dicom_testfile("CT_small.dcm"))
+    assert v.shape == (1, 128, 128) and v.spacing[0] == pytest.approx(float(ds.SliceThickness))
+    assert np.array_equal(v.array[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
