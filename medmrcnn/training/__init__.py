@@ -1,5 +1,11 @@
-"""Training: targets from instance label maps, the optimisation loop, datasets and metrics."""
+"""Training: data sources, slice datasets, the optimisation loop, checkpoints/resume, DDP and metrics."""
 
+from medmrcnn.training.config import AugmentConfig, DataConfig, OptimConfig, PhantomConfig, TrainConfig, load_train_config
+from medmrcnn.training.engine import TrainResult, train
+from medmrcnn.training.items import AnnotatedVolume
 from medmrcnn.training.targets import instances_to_target
 
-__all__ = ["instances_to_target"]
+__all__ = [
+    "AnnotatedVolume", "AugmentConfig", "DataConfig", "OptimConfig", "PhantomConfig", "TrainConfig", "TrainResult",
+    "instances_to_target", "load_train_config", "train",
+]
