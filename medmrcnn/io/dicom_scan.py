@@ -106,13 +106,13 @@ def read_header(path: Path) -> DicomFile | None:
         return None
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise VolumeLoadError(path, f"truncated or corrupt DICOM header ({one_line(e)})") from None
-    if len(ds) == 0 or ("SOPClassUID" not in ds and "Modality" not in ds and "Rows" not in ds):
+    if len(ds) == 0 or not (_sop_class(ds) or "Modality" in ds or "Rows" in ds):
         if getattr(ds, "preamble", None) is not None:
             raise VolumeLoadError(path, "corrupt DICOM file (DICM preamble but no readable data elements)")
         return None  # forced read of a file that only looked like DICOM
-    if not element and _is_image_storage(ds) and ("Rows" not in ds or _last_element_short(ds)):
-        # pydicom stops quietly at end of file: an image object that ends inside its header was cut short
-        raise VolumeLoadError(path, "truncated DICOM file (the header ends before the image attributes/pixel data)")
+    if not element and _ends_inside_an_element(ds, size):
+        # pydicom stops quietly at the end of the file, even in the middle of an element
+        raise VolumeLoadError(path, "truncated DICOM file (it ends inside a data element of the header)")
     df = DicomFile(path=path, header=ds, pixel_offset=None, file_size=size)
     if df.transfer_syntax.is_deflated:
         return df  # offsets refer to the inflated stream; pixels are read with a full dcmread
@@ -130,17 +130,24 @@ def read_header(path: Path) -> DicomFile | None:
     return df
 
 
-def _is_image_storage(ds: Dataset) -> bool:
-    return "Image Storage" in getattr(UID(str(ds.get("SOPClassUID", ""))), "name", "")
+def _sop_class(ds: Dataset) -> str:
+    """SOPClassUID, or the file meta's MediaStorageSOPClassUID (DICOMDIR has only the latter); "" if neither."""
+    meta = getattr(ds, "file_meta", None)
+    return str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
 
 
-def _last_element_short(ds: Dataset) -> bool:
-    """True when the last element's value is shorter than its declared length (file cut inside the value)."""
+def _ends_inside_an_element(ds: Dataset, size: int) -> bool:
+    """True when the last element read does not end exactly at the end of the file (cut inside its header or value).
+
+    Only for files read to the end (no pixel data found); undefined-length sequences cannot be checked.
+    """
     if not len(ds):
         return False
     raw = ds.get_item(max(ds.keys()))
-    value, length = getattr(raw, "value", None), getattr(raw, "length", None)
-    return isinstance(value, bytes) and isinstance(length, int) and length != UNDEFINED_LENGTH and len(value) < length
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if not isinstance(tell, int) or not isinstance(length, int) or length == UNDEFINED_LENGTH:
+        return False
+    return tell + length != size
 
 
 def read_headers(paths: Iterable[Path]) -> tuple[list[DicomFile], list[Path]]:
@@ -171,7 +178,7 @@ def _number(ds: Dataset, keyword: str, default: float) -> float:
 
 def _non_image_reason(ds: Dataset) -> str | None:
     """Why a DICOM object is not an image for this tool, None when it is one."""
-    if ds.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+    if _sop_class(ds) == MEDIA_STORAGE_DIRECTORY:
         return "DICOMDIR (media directory), ignored"
     modality = _text(ds, "Modality").upper()
     if modality in NON_IMAGE_MODALITIES:
