@@ -13,6 +13,15 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
+# MONAI Label plugin environment (plugins/monailabel): monailabel 0.8.5 pins pydicom < 3 and numpy < 2 through
+# pydicom-seg, so it gets its own venv with medmrcnn installed editable and the same torch/torchvision pair.
+PLUGIN_VENV ?= .venv-monailabel
+$(PLUGIN_VENV)/.installed: pyproject.toml constraints.txt plugins/monailabel/constraints.txt
+	test -x $(PLUGIN_VENV)/bin/python || $(PYTHON) -m venv $(PLUGIN_VENV)
+	$(PLUGIN_VENV)/bin/pip install -q -c constraints.txt -c plugins/monailabel/constraints.txt \
+		-e . monailabel==0.8.5 "pytest>=8" "pytest-timeout>=2.2"
+	touch $@
+
 demo: install
 	$(BIN)/medmrcnn demo -o out/demo
 
