@@ -50,3 +50,10 @@ def decode_pixels(ds: Dataset) -> "np.ndarray":
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1))
     return np.asarray(arr).reshape((frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ()))
+
+
+def highdicom_supports_labelmap() -> bool:
+    """True when the installed highdicom writes and reads LABELMAP segmentations (0.24+; MONAI Label's 0.22 does not)."""
+    from highdicom.seg import SegmentationTypeValues
+
+    return hasattr(SegmentationTypeValues, "LABELMAP")
