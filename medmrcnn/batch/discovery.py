@@ -1,0 +1,202 @@
+"""Find the studies of a batch: every image series under the inputs, each one study, bad inputs isolated.
+
+An input is a DICOM file or folder (searched recursively; every image series is one study), a NIfTI / NRRD / MHA /
+PNG / TIFF file, a glob, or a text file (.txt/.lst/.list) listing such paths, one a line ('#' starts a comment).
+Discovery reads headers only (`medmrcnn.io.scan`). A corrupt file does not stop the batch: the folder holding it
+becomes one failed study and the rest of the tree is still searched.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medmrcnn.batch.naming import study_identity, study_name, unusable_name
+from medmrcnn.errors import VolumeLoadError
+from medmrcnn.io import SeriesInfo, scan
+from medmrcnn.io.dicom_scan import group_series, read_header
+from medmrcnn.io.loading import KNOWN_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+# `scan` reasons meaning "nothing to load here": not a failure for a sub-folder found while isolating a bad file.
+_NOTHING_FOUND = ("empty folder", "no DICOM or image files found")
+
+
+@dataclass
+class Study:
+    """One unit of work of a batch.
+
+    Attributes:
+        name: output folder name (stable across runs and ranks, see `medmrcnn.batch.naming`).
+        source: the series folder or file (for messages and the summary).
+        info: what `scan` found; None when the input could not be scanned at all.
+        error: why the study cannot be processed (found from headers); None when it can be.
+    """
+
+    name: str
+    source: Path
+    info: SeriesInfo | None = None
+    error: str | None = None
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slices to segment (0 when unknown)."""
+        return int(self.info.shape[0]) if self.info is not None and self.info.shape else 0
+
+
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder before the first wildcard, so that matches are named by what the wildcards matched."""
+    head = []
+    for part in Path(pattern).parts:
+        if _is_glob(part):
+            break
+        head.append(part)
+    return Path(*head) if head else Path(".")
+
+
+def _read_list(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VolumeLoadError(path, f"cannot read the list of inputs ({e})") from None
+    entries = [ln.split("#", 1)[0].strip() for ln in lines]
+    return [str(Path(e) if Path(e).is_absolute() else path.parent / e) for e in entries if e]
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """(path, naming root) for every input after expanding globs and list files.
+
+    Raises VolumeLoadError for a command-line input that does not exist or a glob without match (a usage error);
+    a missing path inside a list file is returned as is and reported as a failed study.
+    """
+    found: list[tuple[Path, Path]] = []
+    for raw in inputs:
+        text = str(raw)
+        path = Path(text)
+        if _is_glob(text) and not path.exists():
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise VolumeLoadError(text, "no file or folder matches this pattern")
+            found += [(Path(m), _glob_root(text)) for m in matches]
+        elif not path.exists():
+            raise VolumeLoadError(path, "no such file or folder")
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            entries = [Path(e) for e in _read_list(path)]
+            found += [(e, e if e.is_dir() else e.parent) for e in entries]
+        else:
+            found.append((path, path if path.is_dir() else path.parent))
+    return found
+
+
+def _children(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Visible sub-folders and files of `folder`, sorted."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    return [p for p in entries if p.is_dir()], [p for p in entries if not p.is_dir()]
+
+
+def _scan_loose_files(folder: Path, files: list[Path]) -> tuple[list[SeriesInfo], list[tuple[Path, str]]]:
+    """Series among the files directly in `folder`, each file read on its own so that a bad one is found."""
+    infos: list[SeriesInfo] = []
+    failures: list[tuple[Path, str]] = []
+    dicom, bad = [], []
+    for f in files:
+        try:
+            if f.name.lower().endswith(KNOWN_SUFFIXES):
+                infos += scan(f)
+            elif (header := read_header(f)) is not None:
+                dicom.append(header)
+        except VolumeLoadError as e:
+            (failures if f.name.lower().endswith(KNOWN_SUFFIXES) else bad).append((f, e.reason))
+    if bad:
+        # The unreadable file belongs to some series of this folder: none of them can be trusted to be complete.
+        more = f" (and {len(bad) - 1} more bad files)" if len(bad) > 1 else ""
+        failures.append((folder, f"{bad[0][0].name}: {bad[0][1]}{more}; the {len(dicom)} other DICOM files "
+                                 "of this folder were not processed"))
+    elif dicom:
+        infos += group_series(dicom)
+    return infos, failures
+
+
+def _scan_isolated(path: Path, top: bool = True) -> tuple[list[SeriesInfo], list[tuple[Path, str]]]:
+    """`scan(path)`, or, when a file below it is bad, the same per sub-folder with the bad folder as a failure."""
+    try:
+        return scan(path), []
+    except VolumeLoadError as e:
+        if not path.is_dir() or Path(e.path) == path:
+            if not top and e.reason.startswith(_NOTHING_FOUND):
+                return [], []
+            return [], [(path, e.reason)]
+        log.info("%s: %s; searching its sub-folders one by one", path, e)
+    try:
+        subdirs, files = _children(path)
+    except OSError as e:
+        return [], [(path, f"cannot list the folder ({e.strerror})")]
+    infos, failures = _scan_loose_files(path, files)
+    for sub in subdirs:
+        more_infos, more_failures = _scan_isolated(sub, top=False)
+        infos += more_infos
+        failures += more_failures
+    return infos, failures
+
+
+def _problem(info: SeriesInfo, allow_irregular: bool) -> str | None:
+    """Why a scanned image series cannot be segmented as it is, None when it can."""
+    if info.error:
+        return info.error
+    if info.irregular and not allow_irregular:
+        return f"{info.irregular} (use --allow-irregular to accept it with the mean slice spacing)"
+    if info.n_volumes > 1:
+        return f"{info.n_volumes} volumes in one file (4D / multi-plane); split it into 3D volumes first"
+    return None
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path.resolve() == folder or folder in path.resolve().parents)
+
+
+def discover_studies(
+    inputs: Sequence[str | Path], *, exclude: str | Path | None = None, allow_irregular: bool = False
+) -> list[Study]:
+    """Every study under `inputs`, in input order then by path; the same series found twice is listed once.
+
+    Args:
+        inputs: paths, globs or list files (see the module docstring).
+        exclude: a folder whose files are never inputs (the batch's own output folder).
+        allow_irregular: accept DICOM stacks with gaps / non-uniform spacing (else they are failed studies).
+    Returns:
+        Studies; those with `error` set are reported as failed without being loaded.
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    studies: dict[str, Study] = {}
+
+    def add(study: Study, identity: str) -> None:
+        if identity in studies:
+            log.info("%s: found again through another input; processed once", study.source)
+        else:
+            studies[identity] = study
+
+    for path, root in expand_inputs(inputs):
+        if not path.exists():
+            add(Study(unusable_name(path, root), path, error="no such file or folder"), f"bad:{path.resolve()}")
+            continue
+        infos, failures = _scan_isolated(path)
+        found = [(Study(unusable_name(bad, root), bad, error=reason), f"bad:{bad.resolve()}")
+                 for bad, reason in failures]
+        found += [(Study(study_name(info, root), info.source, info, _problem(info, allow_irregular)),
+                   study_identity(info))
+                  for info in infos if info.is_image and not _inside(info.paths[0], excluded)]
+        for study, identity in sorted(found, key=lambda f: (str(f[0].source), f[0].name)):
+            add(study, identity)
+    return list(studies.values())
+
+
+__all__ = ["LIST_SUFFIXES", "Study", "discover_studies", "expand_inputs"]

@@ -1,0 +1,106 @@
+"""Study discovery: every image series one study, bad inputs isolated, stable readable names, globs and list files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from medmrcnn.batch import discover_studies, expand_inputs
+from medmrcnn.errors import VolumeLoadError
+from medmrcnn.io import load_volume
+from tests.batch.helpers import (
+    add_mixed_size_series, tree_checksum, write_corrupt_series, write_nifti, write_series,
+)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """root/p1/ct (good), root/p2 (two series in one folder + a mixed-size series), root/p3/ct (a cut file),
+    root/p4.nii.gz, root/docs/readme.txt (no images)."""
+    root = tmp_path_factory.mktemp("tree")
+    write_series(root / "p1" / "ct", 1, "Abdomen venous")
+    write_series(root / "p2", 2, "Arterial")
+    write_series(root / "p2", 3, "Venous")
+    add_mixed_size_series(root / "p2", 4)
+    write_corrupt_series(root / "p3" / "ct", 5)
+    write_nifti(root / "p4.nii.gz", 6)
+    (root / "docs").mkdir()
+    (root / "docs" / "readme.txt").write_text("not an image")
+    return root
+
+
+def test_every_series_is_a_study_and_bad_ones_are_isolated(tree):
+    before = tree_checksum(tree)
+    studies = discover_studies([tree])
+    by_source = {}
+    for s in studies:
+        by_source.setdefault(s.source.relative_to(tree).as_posix(), []).append(s)
+    assert sorted(by_source) == ["p1/ct", "p2", "p3/ct", "p4.nii.gz"]
+    good = [s for s in studies if s.error is None]
+    assert len(good) == 4 and all(s.n_slices == 8 for s in good)
+    # Two good series and one mixed-size series share the folder p2: three studies, the mixed one unusable.
+    p2 = by_source["p2"]
+    assert len(p2) == 3
+    mixed = [s for s in p2 if s.error]
+    assert len(mixed) == 1 and mixed[0].error.startswith("mixed image sizes in one series")
+    assert {s.info.description for s in p2 if not s.error} == {"Arterial", "Venous"}
+    # The cut file is named; the other files of its folder are not passed off as a complete series.
+    (corrupt,) = by_source["p3/ct"]
+    victim = min((tree / "p3" / "ct").iterdir(), key=lambda p: p.stat().st_size)
+    assert corrupt.info is None and corrupt.error.startswith(f"{victim.name}: truncated DICOM file")
+    assert "7 other DICOM files of this folder were not processed" in corrupt.error
+    assert "\n" not in corrupt.error
+    # Good studies are loadable exactly as found.
+    vol = load_volume(by_source["p1/ct"][0].source)
+    assert vol.shape == (8, 32, 32)
+    assert tree_checksum(tree) == before  # discovery only reads
+
+
+def test_names_are_readable_stable_and_unique(tree):
+    first = discover_studies([tree])
+    again = discover_studies([str(tree) + "/"])
+    assert [s.name for s in first] == [s.name for s in again]
+    names = [s.name for s in first]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9._+-]+", n) and not n.startswith(".") for n in names)  # file-system safe
+    good = {s.source.relative_to(tree).as_posix() + ":" + (s.info.description if s.info else ""): s.name
+            for s in first if s.error is None}
+    assert good["p1/ct:Abdomen venous"].startswith("p1_ct__s1_Abdomen_venous__")
+    assert good["p2:Arterial"].startswith("p2__s1_Arterial__")
+    assert good["p4.nii.gz:p4.nii.gz"].startswith("p4__")
+    # A series found through two inputs is one study.
+    twice = discover_studies([tree / "p1", tree / "p1" / "ct"])
+    assert len(twice) == 1
+
+
+def test_globs_list_files_and_output_folder_exclusion(tree, tmp_path):
+    via_glob = discover_studies([str(tree / "p*" / "ct")])
+    assert [s.source.relative_to(tree).as_posix() for s in via_glob] == ["p1/ct", "p3/ct"]
+    assert via_glob[0].name.startswith("p1_ct__")  # named by what the wildcard matched
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# tonight's studies\n{tree / 'p1'}\n\n../{tmp_path.name}/missing  # gone\n"
+                       f"{tree / 'p4.nii.gz'}\n")
+    listed = discover_studies([listing])
+    assert [s.error is None for s in listed] == [True, False, True]
+    assert listed[1].error == "no such file or folder"
+    # Outputs written inside an input folder are never inputs of a later run.
+    out = tree / "p1" / "results"
+    write_nifti(out / "labels.nii.gz", 9)
+    try:
+        assert len(discover_studies([tree / "p1"], exclude=out)) == 1
+        assert len(discover_studies([tree / "p1"])) == 2
+    finally:
+        (out / "labels.nii.gz").unlink()
+        out.rmdir()
+
+
+def test_usage_errors_for_missing_inputs(tmp_path):
+    with pytest.raises(VolumeLoadError, match="no such file or folder"):
+        expand_inputs([tmp_path / "nope"])
+    with pytest.raises(VolumeLoadError, match="no file or folder matches"):
+        expand_inputs([str(tmp_path / "*.nii.gz")])
+    (tmp_path / "empty").mkdir()
+    (study,) = discover_studies([tmp_path / "empty"])
+    assert study.error == "empty folder (no files)"
