@@ -225,11 +225,12 @@ def _pixel_problem(info: SeriesInfo, files: list[DicomFile], frames: int) -> str
     except VolumeLoadError as e:
         return e.reason
     for f in files:
+        name = "" if f.path == info.source else f"{f.path.name}: "  # the error names the series' folder
         if not f.has_pixels:
-            return f"{f.path.name}: no pixel data"
+            return f"{name}no pixel data"
         ts = f.transfer_syntax
         if ts.is_compressed and not decoder_available(ts):
-            return f"{f.path.name}: unsupported transfer syntax {ts.name} ({ts}); no installed decoder"
+            return f"{name}unsupported transfer syntax {ts.name} ({ts}); no installed decoder"
         ds = f.header
         bits = int(ds.get("BitsAllocated", 16))
         if f.pixel_offset is not None and not ts.is_compressed and bits >= 8:
@@ -238,7 +239,7 @@ def _pixel_problem(info: SeriesInfo, files: list[DicomFile], frames: int) -> str
                 need = need * 2 // 3  # chroma subsampled horizontally: 2 samples per pixel on average
             have = min(f.value_length if f.value_length is not None else 0, f.file_size - f.value_offset)
             if have < need:
-                return f"{f.path.name}: truncated pixel data ({max(have, 0)} of {need} bytes)"
+                return f"{name}truncated pixel data ({max(have, 0)} of {need} bytes)"
     return None
 
 

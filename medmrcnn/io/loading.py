@@ -103,6 +103,8 @@ def select_series(path: str | Path, infos: list[SeriesInfo], series: str | int |
             return images[0]
         raise VolumeLoadError(path, f"{len(images)} image series found; choose one with series=<index or "
                                     f"SeriesInstanceUID>: {_listing(images)}")
+    if isinstance(series, str) and series.isdigit():  # "2" from a command line is an index; UIDs contain dots
+        series = int(series)
     if isinstance(series, int) and not isinstance(series, bool):
         if 0 <= series < len(images):
             return images[series]
@@ -166,8 +168,9 @@ def load_volume(
 
     Args:
         path: DICOM file or folder (recursive), NIfTI (.nii/.nii.gz, NIfTI-1/2), NRRD, MHA/MHD, PNG or TIFF.
-        series: which image series when several are found: index (order of `scan`, image series only) or
-            SeriesInstanceUID. Without it, several series raise an error that lists them.
+        series: which image series when several are found: index (order of `scan`, image series only; a string
+            of digits counts as an index) or SeriesInstanceUID. Without it, several series raise an error that
+            lists them.
         frame: which 3D volume of a 4D file (or plane of a multi-plane TIFF); 4D data is never squashed.
         allow_irregular: accept DICOM stacks with missing slices / non-uniform spacing (mean spacing, warning).
         rgb: how RGB becomes one channel: "luma" (BT.601), "r", "g" or "b".

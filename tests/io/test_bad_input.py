@@ -53,7 +53,8 @@ def test_pixel_data_problems(tmp_path):
     ds = pydicom.dcmread(dicom_testfile("MR_small.dcm"))
     del ds.PixelData
     ds.save_as(tmp_path / "nopix.dcm")
-    assert load_error(tmp_path / "nopix.dcm").reason.endswith("nopix.dcm: no pixel data")
+    err = load_error(tmp_path / "nopix.dcm")
+    assert err.path == str(tmp_path / "nopix.dcm") and err.reason == "no pixel data"
 
     ds = pydicom.dcmread(dicom_testfile("MR_small.dcm"))
     ds.PixelData = encapsulate([ds.PixelData])

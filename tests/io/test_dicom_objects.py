@@ -52,7 +52,8 @@ def test_several_series_need_a_choice_by_index_or_uid(mixed_folder):
     second = [k for k, i in enumerate(images) if i.description == "Second"][0]
     by_index = load_volume(root, series=second)
     by_uid = load_volume(root, series=images[second].series_uid)
-    assert np.array_equal(by_index.array, small.array) and np.array_equal(by_uid.array, small.array)
+    by_text = load_volume(root, series=str(second))  # as a command line passes it
+    assert all(np.array_equal(v.array, small.array) for v in (by_index, by_uid, by_text))
     with pytest.raises(VolumeLoadError, match="out of range"):
         load_volume(root, series=5)
     with pytest.raises(VolumeLoadError, match="no image series with SeriesInstanceUID 1.2.3"):
