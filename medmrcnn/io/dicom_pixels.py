@@ -41,7 +41,7 @@ class PixelFormat:
     photometric: str
 
     @classmethod
-    def of(cls, ds: Dataset, path: object) -> "PixelFormat":
+    def of(cls, ds: Dataset, path: object) -> PixelFormat:
         """Read the format from a header; raise VolumeLoadError for formats this reader refuses."""
         fmt = cls(
             rows=int(ds.Rows), cols=int(ds.Columns), samples=int(ds.get("SamplesPerPixel", 1)),

@@ -159,7 +159,7 @@ def read_headers(paths: Iterable[Path]) -> tuple[list[DicomFile], list[Path]]:
     else:
         results = [read_header(p) for p in paths]
     found = [r for r in results if r is not None]
-    skipped = [p for p, r in zip(paths, results) if r is None]
+    skipped = [p for p, r in zip(paths, results, strict=True) if r is None]
     return found, skipped
 
 

@@ -85,9 +85,9 @@ class SeriesInfo:
             "kind": self.kind, "series_uid": self.series_uid, "modality": self.modality,
             "shape": list(self.shape) if self.shape else None, "spacing": list(self.spacing) if self.spacing else None,
             "orientation": self.orientation, "description": self.description, "n_files": self.n_files,
-            "series_number": self.number, "n_volumes": self.n_volumes, "warnings": list(self.warnings), "error": self.error,
-            "irregular": self.irregular, "affine": self.affine.tolist() if self.affine is not None else None,
-            "paths": [str(p) for p in self.paths],
+            "series_number": self.number, "n_volumes": self.n_volumes, "warnings": list(self.warnings),
+            "error": self.error, "irregular": self.irregular,
+            "affine": self.affine.tolist() if self.affine is not None else None, "paths": [str(p) for p in self.paths],
         }
 
 

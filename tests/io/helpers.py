@@ -21,7 +21,9 @@ def dicom_testfile(name: str) -> Path:
     return Path(path)
 
 
-def rotated_affine(spacing_zyx=(2.5, 0.8, 0.7), angles_deg=(20.0, -10.0, 5.0), origin=(-30.0, 12.5, 40.0)) -> np.ndarray:
+def rotated_affine(
+    spacing_zyx=(2.5, 0.8, 0.7), angles_deg=(20.0, -10.0, 5.0), origin=(-30.0, 12.5, 40.0)
+) -> np.ndarray:
     """An oblique LPS affine: rotation about x, y, z then ITK spacing."""
     ax, ay, az = np.radians(angles_deg)
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])

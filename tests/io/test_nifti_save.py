@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from medmrcnn.io import load_volume, save_volume
 from medmrcnn.volume import Volume
 from tests.io.helpers import rotated_affine
 
-NIB_DATA = __import__("pathlib").Path(data_path)
+NIB_DATA = Path(data_path)
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
