@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,9 @@ def load_label_config(path: str | Path | None = None) -> LabelConfig:
     except OSError as e:
         raise LabelConfigError(f"{path}: cannot read the label config ({e.strerror or e})") from None
     user = _read_classes(text, str(path))
+    for key, concept in user.items():  # an override keeps the default's aliases ("tumor" still means "tumour")
+        if key in concepts:
+            user[key] = replace(concept, aliases=tuple(dict.fromkeys(concept.aliases + concepts[key].aliases)))
     # User entries first: they win over a default of the same name and are found first by code look-ups.
     merged = {**user, **{k: v for k, v in concepts.items() if k not in user}}
     return LabelConfig(concepts=merged, source=f"the defaults plus {path}")

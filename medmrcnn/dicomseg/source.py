@@ -48,8 +48,8 @@ def source_images(reference: Volume, array: np.ndarray) -> tuple[list[Dataset], 
     datasets = list(reference.source_datasets)
     what = _what(reference)
     if not datasets:
-        raise ExportError(f"{what}: no DICOM headers (Volume.source_datasets is empty); a DICOM-SEG must reference "
-                          "the DICOM series it segments: load the reference with medmrcnn.io.load_volume")
+        raise ExportError(f"{what}: not DICOM (no DICOM headers in Volume.source_datasets); a DICOM-SEG must "
+                          "reference the DICOM series it segments")
     for keyword in _REQUIRED_UIDS:
         if not datasets[0].get(keyword):
             raise ExportError(f"{what}: the DICOM header has no {keyword}; a DICOM-SEG cannot reference it")
