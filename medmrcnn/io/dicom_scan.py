@@ -243,6 +243,17 @@ def _pixel_problem(info: SeriesInfo, files: list[DicomFile], frames: int) -> str
     return None
 
 
+def _floats(value, n: int, what: str) -> list[float]:
+    """`n` finite numbers from a multi-valued attribute; StackError naming the attribute when malformed."""
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != n or not all(np.isfinite(numbers)):
+        raise StackError(f"invalid {what} {str(value)[:80]} (expected {n} numbers)")
+    return numbers
+
+
 def _classic_series(files: list[DicomFile]) -> SeriesInfo:
     """A series of single-frame files: consistent sizes, ordered in space."""
     info = _base_info(DICOM_SERIES, files)
@@ -261,20 +272,20 @@ def _classic_series(files: list[DicomFile]) -> SeriesInfo:
                           f"missing in {have_geometry.count(False)} of them")
             return info
         info.warnings.append("no patient geometry (ImagePositionPatient missing): identity orientation, origin 0")
-    spacings = []
-    for f in files:
-        ps = f.header.get("PixelSpacing") or f.header.get("ImagerPixelSpacing")
-        spacings.append([float(v) for v in ps] if ps else [1.0, 1.0])
     if not (files[0].header.get("PixelSpacing") or files[0].header.get("ImagerPixelSpacing")):
         info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
     ds0 = files[0].header
     thickness = _number(ds0, "SpacingBetweenSlices", 0.0) or _number(ds0, "SliceThickness", 0.0) or None
-    if all(have_geometry):
-        positions = [[float(v) for v in f.header.ImagePositionPatient] for f in files]
-        orientations = [[float(v) for v in f.header.ImageOrientationPatient] for f in files]
-    else:
-        positions, orientations = [[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
     try:
+        spacings = []
+        for f in files:
+            ps = f.header.get("PixelSpacing") or f.header.get("ImagerPixelSpacing")
+            spacings.append(_floats(ps, 2, "PixelSpacing") if ps else [1.0, 1.0])
+        if all(have_geometry):
+            positions = [_floats(f.header.ImagePositionPatient, 3, "ImagePositionPatient") for f in files]
+            orientations = [_floats(f.header.ImageOrientationPatient, 6, "ImageOrientationPatient") for f in files]
+        else:
+            positions, orientations = [[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
         geo = stack_geometry(np.array(positions), np.array(orientations), np.array(spacings), thickness)
     except (StackError, ValueError) as e:
         info.error = str(e)
@@ -319,9 +330,13 @@ def _multiframe(f: DicomFile) -> SeriesInfo:
         if ipp is None or iop is None:
             info.error = "multi-frame image without Plane Position/Orientation functional groups"
             return info
-        positions.append([float(v) for v in ipp])
-        orientations.append([float(v) for v in iop])
-        spacings.append([float(v) for v in ps] if ps else [1.0, 1.0])
+        try:
+            positions.append(_floats(ipp, 3, "ImagePositionPatient"))
+            orientations.append(_floats(iop, 6, "ImageOrientationPatient"))
+            spacings.append(_floats(ps, 2, "PixelSpacing") if ps else [1.0, 1.0])
+        except StackError as e:
+            info.error = str(e)
+            return info
         slope = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleIntercept")
         slopes.append(float(slope) if slope not in (None, "") else _number(ds, "RescaleSlope", 1.0))
@@ -349,6 +364,16 @@ def _is_multiframe(ds: Dataset) -> bool:
     return "PerFrameFunctionalGroupsSequence" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1
 
 
+def _guarded(build, kind: str, files: list[DicomFile]) -> SeriesInfo:
+    """`build(files)`, or an entry carrying the error when header values are malformed (bad VR values, ...)."""
+    try:
+        return build(files[0] if kind == DICOM_MULTIFRAME else files)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        info = _base_info(kind, files)
+        info.error = f"invalid header values ({one_line(e)})"
+        return info
+
+
 def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
     """Group headers by SeriesInstanceUID into classic series, multi-frame objects and non-image entries."""
     by_uid: dict[str, list[DicomFile]] = defaultdict(list)
@@ -370,9 +395,9 @@ def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
             info = _base_info(DICOM_NON_IMAGE, fs)
             info.warnings.append(reason)
             infos.append(info)
-        infos += [_multiframe(f) for f in images]
+        infos += [_guarded(_multiframe, DICOM_MULTIFRAME, [f]) for f in images]
         if singles:
-            infos.append(_classic_series(singles))
+            infos.append(_guarded(_classic_series, DICOM_SERIES, singles))
     for info in infos:
         if info.affine is not None:
             info.orientation = orientation_code(info.affine)

@@ -116,3 +116,15 @@ def test_single_slice_uses_slice_thickness():
     ds = pydicom.dcmread(dicom_testfile("CT_small.dcm"))
     assert v.shape == (1, 128, 128) and v.spacing[0] == pytest.approx(float(ds.SliceThickness))
     assert np.array_equal(v.array[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+
+
+def test_malformed_geometry_values_are_reported(tmp_path, ct_series):
+    folder = copy_tree(ct_series, tmp_path / "bad")
+    path = files_in_slice_order(folder)[0]
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient = ["1", "2"]
+    ds.save_as(path)
+    info = scan(folder)[0]
+    assert info.error == "invalid ImagePositionPatient [1, 2] (expected 3 numbers)"
+    with pytest.raises(VolumeLoadError, match="invalid ImagePositionPatient"):
+        load_volume(folder)
