@@ -1,0 +1,1 @@
+"""The medmrcnn MONAI Label app's tasks: settings, model slots, infer, train, active learning, datastores."""

@@ -1,0 +1,127 @@
+"""Datastores that check what clients upload with medmrcnn's readers, and DICOMweb labels written by our exporter.
+
+A corrupt or unsupported upload is refused with HTTP 422 and one line naming the reason, so it never reaches
+inference or training; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monailabel.datastore.dicom import DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from lib.errors import as_http_errors, not_found
+from lib.settings import OutputLabels
+
+log = logging.getLogger(__name__)
+
+# The label values a saved label may hold, looked up when it arrives (they change after fine-tuning).
+KnownValues = Callable[[], set[int]]
+# The classes of the served volume model (DICOM-SEG segments are named after them).
+ModelLabels = Callable[[], Any]
+
+
+def check_image(path: str, image_id: str) -> None:
+    """Raise HTTP 422 when medmrcnn cannot read the uploaded image (corrupt, truncated, unsupported)."""
+    from medmrcnn.errors import VolumeLoadError
+    from medmrcnn.io import load_volume
+
+    with as_http_errors(f"upload of {image_id!r}"):
+        try:
+            load_volume(path)
+        except VolumeLoadError as e:
+            # The upload sits in a server temporary file: name the image the client sent instead.
+            raise VolumeLoadError(image_id, e.reason) from None
+
+
+def check_label(label_path: str, image_path: str, known_values: KnownValues) -> None:
+    """Raise HTTP 422 unless the label map is readable, on the image's voxel grid and uses known label values."""
+    from medmrcnn.errors import DataError
+    from medmrcnn.io import load_volume
+    from medmrcnn.training.datalist import check_same_grid
+
+    with as_http_errors(f"label {Path(label_path).name}"):
+        label = load_volume(label_path)
+        check_same_grid(load_volume(image_path), label, Path(label_path).name)
+        values = np.unique(label.array)
+        known = known_values() | {0}
+        unknown = sorted(int(v) for v in values if v not in known)
+        if unknown or not np.all(np.mod(values, 1) == 0):
+            raise DataError(f"{Path(label_path).name}: label values {unknown[:8] or values[:8].tolist()} are not "
+                            f"label values of the model (known: {sorted(known)})")
+
+
+class CheckedLocalDatastore(LocalDatastore):
+    """MONAI Label's folder datastore; uploads of images and labels are read back with medmrcnn before being kept."""
+
+    def __init__(self, *args: Any, known_values: KnownValues, **kwargs: Any) -> None:
+        self._known_values = known_values
+        super().__init__(*args, **kwargs)
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """Add an uploaded image after checking that it can be read."""
+        check_image(image_filename, image_id or Path(image_filename).name)
+        return super().add_image(image_id, image_filename, image_info)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Keep a label after checking it against its image (our own predictions, tag 'original', are trusted)."""
+        image = self.get_image_uri(image_id)
+        if not image:
+            raise not_found(f"image {image_id!r} is not in the datastore")
+        if label_tag != DefaultLabelTag.ORIGINAL:
+            check_label(label_filename, image, self._known_values)
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+
+class SegDICOMWebDatastore(DICOMWebDatastore):
+    """DICOMweb datastore whose final labels are stored to PACS as DICOM-SEG written by `medmrcnn.dicomseg.write_seg`.
+
+    Images are kept as DICOM folders (no NIfTI conversion), so inference reads the series with medmrcnn and the
+    SEG references its instances.
+    """
+
+    def __init__(self, *args: Any, labels: OutputLabels, model_labels: ModelLabels,
+                 label_config: Path | None = None, **kwargs: Any) -> None:
+        self._labels = labels
+        self._model_labels = model_labels
+        self._label_config = label_config
+        super().__init__(*args, **kwargs)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
+                   label_id: str = "") -> str:
+        """Store a final label as DICOM-SEG on the DICOMweb server (STOW-RS); other tags stay in the local cache."""
+        from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
+
+        from medmrcnn.dicomseg import write_seg
+        from medmrcnn.io import load_volume
+        from medmrcnn.labels import LabelMap
+
+        if label_tag != DefaultLabelTag.FINAL:
+            return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
+        image_dir = self.get_image_uri(image_id)
+        model_labels = self._model_labels()
+        check_label(label_filename, image_dir, lambda: set(self._labels.for_model(model_labels).values()))
+        with as_http_errors(f"DICOM-SEG of {image_id}"):
+            reference = load_volume(image_dir)
+            class_ids = self._labels.to_model(load_volume(label_filename).array, model_labels)
+            fd, seg_path = tempfile.mkstemp(suffix=".dcm")
+            os.close(fd)
+            try:
+                write_seg(class_ids, reference, seg_path, labels=LabelMap(model_labels.names),
+                          label_config=self._label_config)
+                series_uid = dicom_web_upload_dcm(seg_path, self._client)
+            finally:
+                os.unlink(seg_path)
+        info = self.get_image_info(image_id)
+        label_info = {**(label_info or {}), "SeriesInstanceUID": series_uid,
+                      **{k: info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")}}
+        log.info("stored DICOM-SEG %s for %s", series_uid, image_id)
+        return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
