@@ -1,0 +1,264 @@
+"""The plugin proven through a real MONAI Label 0.8.5 server, driven by MONAI Label's own client.
+
+One server serves the whole module (starting one costs ~20 s): the shipped demo weights for volumes and a small
+checkpoint for 2D cell images. Tests run in file order; fine-tuning is last because it replaces the served model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
+from PIL import Image
+
+from medmrcnn.batch.model import DEMO_WEIGHTS
+from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+from medmrcnn.io import load_volume, save_volume
+from medmrcnn.modeling import build_model, read_checkpoint, save_checkpoint
+from medmrcnn.synthetic import make_ct_phantom, make_microscopy_image
+from tests.conftest import tiny_config
+from tests.plugins.monailabel_server import RunningServer, start_server
+
+pytestmark = [pytest.mark.monailabel, pytest.mark.timeout(600)]
+
+VOLUME = "medmrcnn_volume"
+CELLS = "medmrcnn_cells"
+# FOV 314 mm at the demo model's 1.4 mm pixels (no resampling), 3 mm slices: a small abdomen.
+PHANTOM = dict(shape=(14, 224, 224), spacing=(3.0, 1.4, 1.4), n_tumours=3, tumour_diameter_mm=(20.0, 35.0))
+SMALL = dict(shape=(6, 224, 224), spacing=(3.0, 1.4, 1.4), n_tumours=2, tumour_diameter_mm=(20.0, 30.0))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Phantom NIfTI files (+ their truth), a microscopy PNG, a corrupt upload and a small cells checkpoint."""
+    d = tmp_path_factory.mktemp("data")
+    files: dict[str, Path] = {}
+    for name, kw, seed in (("ct", PHANTOM, 11), ("small_a", SMALL, 12), ("small_b", SMALL, 13), ("al", SMALL, 14)):
+        ph = make_ct_phantom(seed=seed, **kw)
+        files[name] = save_volume(ph.volume, d / f"{name}.nii.gz")
+        files[f"{name}_truth"] = save_volume(ph.volume.with_array(ph.class_map()), d / f"{name}_label.nii.gz")
+        np.save(d / f"{name}_instances.npy", ph.gt_instances)
+        (d / f"{name}_classes.json").write_text(json.dumps(ph.gt_classes))
+    cells = make_microscopy_image(shape=(96, 96), n_nuclei=8, seed=5)
+    Image.fromarray(cells.volume.array[0]).save(d / "cells.png")
+    files["cells"] = d / "cells.png"
+    files["corrupt"] = d / "corrupt.nii.gz"
+    files["corrupt"].write_bytes(b"\x1f\x8b" + b"this is no NIfTI" * 20)
+    cfg = tiny_config(labels=("nucleus",))
+    files["cells_weights"] = save_checkpoint(d / "cells.safetensors", build_model(cfg), cfg)
+    return files
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, data: dict[str, Path]):
+    """The real server with our app, stopped by its PID at the end of the module."""
+    base = tmp_path_factory.mktemp("server")
+    conf = {"model_dir": str(base / "model"), "cells_weights": str(data["cells_weights"]), "device": "cpu"}
+    srv = start_server(base / "studies", base / "server.log", conf)
+    srv.model_dir = base / "model"  # type: ignore[attr-defined]
+    yield srv
+    srv.stop()
+    assert not srv.alive()
+
+
+@pytest.fixture
+def client(server: RunningServer, tmp_path: Path) -> MONAILabelClient:
+    return MONAILabelClient(server.url, tmpdir=str(tmp_path))
+
+
+def library_result(path: Path, weights: Path = DEMO_WEIGHTS, **cfg):
+    """What medmrcnn itself predicts for a file (the plugin must return exactly this)."""
+    return SliceWisePredictor.from_checkpoint(weights, PredictorConfig(**cfg), device="cpu").predict(load_volume(path))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def test_info_lists_models_labels_trainers_and_strategy(client: MONAILabelClient) -> None:
+    info = client.info()
+    assert info["name"] == "medmrcnn"
+    assert set(info["models"]) == {VOLUME, CELLS}
+    assert info["models"][VOLUME]["labels"] == {"liver": 1, "kidney": 2, "tumour": 3}
+    assert info["models"][VOLUME]["dimension"] == 3
+    assert info["models"][CELLS]["labels"] == {"nucleus": 1} and info["models"][CELLS]["dimension"] == 2
+    assert info["labels"] == ["liver", "kidney", "tumour", "nucleus"]
+    assert set(info["trainers"]) == {VOLUME, CELLS}
+    assert "lowest_confidence" in info["strategies"]
+
+
+def test_infer_returns_label_on_image_grid_matching_phantom_and_library(
+    client: MONAILabelClient, data: dict[str, Path]
+) -> None:
+    assert client.upload_image(str(data["ct"]), image_id="ct")["image"] == "ct"
+    label_file, result = client.infer(VOLUME, "ct", {})
+
+    # Geometry: the label is on the image's grid, checked with two independent readers.
+    image, label = nib.load(data["ct"]), nib.load(label_file)
+    assert label.shape == image.shape and np.allclose(label.affine, image.affine, atol=1e-4)
+    si, sl = sitk.ReadImage(str(data["ct"])), sitk.ReadImage(label_file)
+    assert si.GetSize() == sl.GetSize()
+    assert np.allclose(si.GetOrigin(), sl.GetOrigin(), atol=1e-4)
+    assert np.allclose(si.GetSpacing(), sl.GetSpacing(), atol=1e-5)
+    assert np.allclose(si.GetDirection(), sl.GetDirection(), atol=1e-6)
+    served = sitk.GetArrayFromImage(sl)  # (z, y, x) like medmrcnn
+
+    # Thin: exactly what the library predicts, and the JSON carries its per-instance table and label names.
+    ref = library_result(data["ct"])
+    assert (served == ref.class_map).all()
+    assert result["label_names"] == {"liver": 1, "kidney": 2, "tumour": 3}
+    assert [r["class_name"] for r in result["instances"]] == [r.class_name for r in ref.instances]
+    for got, want in zip(result["instances"], ref.instances):
+        assert got["volume_ml"] == pytest.approx(want.volume_ml) and got["bbox"] == list(want.bbox)
+        assert got["label_value"] == want.class_id
+        assert {"score_max", "score_mean", "centroid_mm", "longest_diameter_mm"} <= set(got)
+
+    # And it finds the phantom's organs and tumours.
+    gt = np.load(Path(data["ct"]).with_name("ct_instances.npy"))
+    classes = {int(k): v for k, v in json.loads(Path(data["ct"]).with_name("ct_classes.json").read_text()).items()}
+    pred = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+    for inst, cls in classes.items():
+        truth = gt == inst
+        if truth.sum() < 200:
+            continue
+        assert dice(pred == cls, truth) > 0.0, f"phantom instance {inst} (class {cls}) not found at all"
+    for cls, name in ((1, "liver"), (2, "kidney"), (3, "tumour")):
+        truth = np.isin(gt, [i for i, c in classes.items() if c == cls])
+        assert dice(served == cls, truth) > 0.7, f"{name}: Dice {dice(served == cls, truth):.2f}"
+    n_true_tumours = sum(1 for i, c in classes.items() if c == 3 and (gt == i).sum() >= 200)
+    assert sum(r["class_name"] == "tumour" for r in result["instances"]) == n_true_tumours
+
+
+def test_instance_label_on_request(client: MONAILabelClient, data: dict[str, Path]) -> None:
+    label_file, result = client.infer(VOLUME, "ct", {"label_type": "instance", "result_extension": ".nrrd"})
+    assert label_file.endswith(".nrrd")
+    served = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+    ref = library_result(data["ct"])
+    assert (served == ref.instance_map).all()
+    assert result["label_type"] == "instance"
+    assert result["label_names"] == {f"{r.class_name} {r.id}": r.id for r in ref.instances}
+    assert [r["label_value"] for r in result["instances"]] == [r.id for r in ref.instances]
+
+
+def test_cells_model_segments_2d_images(client: MONAILabelClient, data: dict[str, Path]) -> None:
+    client.upload_image(str(data["cells"]), image_id="cells")
+    label_file, result = client.infer(CELLS, "cells", {"score_threshold": 0.05})
+    served = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+    ref = library_result(data["cells"], weights=data["cells_weights"], score_threshold=0.05)
+    assert served.shape == load_volume(data["cells"]).shape == (1, 96, 96)
+    assert (served == ref.class_map).all()
+    assert result["image"]["shape"] == [1, 96, 96] and len(result["instances"]) == ref.num_instances
+
+
+def test_bad_requests_are_refused_and_the_server_keeps_serving(
+    client: MONAILabelClient, server: RunningServer, data: dict[str, Path]
+) -> None:
+    def status_of(call) -> int:
+        with pytest.raises(MONAILabelClientException) as err:
+            call()
+        return int(err.value.msg.split("Status: ")[1].split(";")[0])
+
+    assert status_of(lambda: client.infer(VOLUME, "no-such-image", {})) == 404
+    assert status_of(lambda: client.upload_image(str(data["corrupt"]), image_id="corrupt")) == 422
+    assert "corrupt" not in client.datastore()["objects"]
+    assert status_of(lambda: client.infer(VOLUME, "", {}, file=str(data["corrupt"]))) == 422
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"label_type": "contour"})) == 400
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"score_threshold": 7})) == 400
+    assert status_of(lambda: client.save_label("no-such-image", str(data["ct_truth"]))) == 404
+    # A label from another image (different grid) and a label with values the model does not know.
+    assert status_of(lambda: client.save_label("ct", str(data["small_a_truth"]))) == 422
+    assert status_of(lambda: client.save_label("ct", str(data["ct"]))) == 422
+    assert "final" not in client.datastore()["objects"]["ct"]["labels"]
+
+    assert server.alive()
+    assert set(client.info()["models"]) == {VOLUME, CELLS}
+    label_file, _ = client.infer(VOLUME, "ct", {})
+    assert nib.load(label_file).shape == nib.load(data["ct"]).shape
+
+
+def test_ten_concurrent_infer_requests_all_return_correct_labels(
+    server: RunningServer, data: dict[str, Path], tmp_path: Path
+) -> None:
+    first = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    expected = {}
+    for name in ("small_a", "small_b"):
+        first.upload_image(str(data[name]), image_id=name)
+        expected[name] = library_result(data[name]).class_map
+        assert expected[name].any()
+    results: dict[int, np.ndarray | BaseException] = {}
+
+    def request(i: int) -> None:
+        name = ("small_a", "small_b")[i % 2]
+        folder = tmp_path / f"r{i}"
+        folder.mkdir()
+        try:
+            label_file, _ = MONAILabelClient(server.url, tmpdir=str(folder)).infer(VOLUME, name, {})
+            results[i] = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 10
+    for i, got in results.items():
+        assert not isinstance(got, BaseException), f"request {i}: {got}"
+        assert (got == expected[("small_a", "small_b")[i % 2]]).all(), f"request {i} returned another image's label"
+
+
+def test_active_learning_picks_the_least_confident_unlabeled_image(
+    client: MONAILabelClient, data: dict[str, Path]
+) -> None:
+    client.upload_image(str(data["al"]), image_id="al")
+    choice = client.next_sample("lowest_confidence", {})
+    store = client.datastore()["objects"]
+    unlabeled = [k for k, v in store.items() if "final" not in v["labels"]]
+    scores = {k: store[k]["image"]["info"]["medmrcnn_uncertainty"]["uncertainty"] for k in unlabeled}
+    assert choice["id"] == max(sorted(scores), key=scores.get)
+    assert choice["uncertainty"] == pytest.approx(scores[choice["id"]])
+    chosen = Path(store[choice["id"]]["image"]["info"]["name"])
+    path = {Path(p).name: p for p in data.values()}.get(chosen.name)
+    if path is not None:
+        ref = library_result(path, score_threshold=0.1)
+        want = 1.0 - np.mean([r.score_max for r in ref.instances]) if ref.instances else 1.0
+        assert choice["uncertainty"] == pytest.approx(want, abs=1e-6)
+
+
+def test_saved_label_and_train_publish_a_checkpoint_the_next_infer_uses(
+    client: MONAILabelClient, server: RunningServer, data: dict[str, Path]
+) -> None:
+    saved = client.save_label("ct", str(data["ct_truth"]))
+    assert saved["label"] == "ct"
+    task = client.train_start(VOLUME, {"max_epochs": 1, "steps_per_epoch": 2})
+    assert task["status"] in ("SUBMITTED", "RUNNING")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = client.train_status()
+        if status["status"] not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(2)
+    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.log_tail()
+
+    published = server.model_dir / f"{VOLUME}.safetensors"  # type: ignore[attr-defined]
+    ckpt = read_checkpoint(published)  # verified: readable and its SHA-256 matches
+    assert ckpt.config.labels == ("liver", "kidney", "tumour")
+    assert ckpt.extra["train_config"]["init"] == str(DEMO_WEIGHTS)
+    assert ckpt.extra["step"] == 2
+    demo = read_checkpoint(DEMO_WEIGHTS).state_dict
+    assert any(not np.array_equal(ckpt.state_dict[k].numpy(), demo[k].numpy()) for k in demo)
+
+    label_file, result = client.infer(VOLUME, "ct", {})
+    assert result["checkpoint"] == {"path": str(published), "fine_tuned": True}
+    served = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+    assert (served == library_result(data["ct"], weights=published).class_map).all()
+    assert client.info()["train_stats"][VOLUME]["epochs"] == 1
