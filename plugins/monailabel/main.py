@@ -85,7 +85,8 @@ class MedMRCNNApp(MONAILabelApp):
         cache = (server_settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
         return SegDICOMWebDatastore(
             client=client, search_filter=server_settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER, cache_path=cache,
-            fetch_by_frame=server_settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME, convert_to_nifti=False,
+            fetch_by_frame=server_settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
+            convert_to_nifti=server_settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
             labels=self.settings.labels, model_labels=self._volume_labels, label_config=self.settings.label_config,
         )
 

@@ -20,4 +20,5 @@ def test_plugin_suite_passes_in_plugin_venv() -> None:
     run = subprocess.run([str(PLUGIN_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     print(run.stdout[-6000:])
-    assert run.returncode == 0, f"plugin suite failed in {PLUGIN_VENV.name}:\n{run.stdout[-8000:]}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, (
+        f"plugin suite failed in {PLUGIN_VENV.name}:\n{run.stdout[-8000:]}\n{run.stderr[-3000:]}")

@@ -116,7 +116,7 @@ def test_infer_returns_label_on_image_grid_matching_phantom_and_library(
     assert (served == ref.class_map).all()
     assert result["label_names"] == {"liver": 1, "kidney": 2, "tumour": 3}
     assert [r["class_name"] for r in result["instances"]] == [r.class_name for r in ref.instances]
-    for got, want in zip(result["instances"], ref.instances):
+    for got, want in zip(result["instances"], ref.instances, strict=True):
         assert got["volume_ml"] == pytest.approx(want.volume_ml) and got["bbox"] == list(want.bbox)
         assert got["label_value"] == want.class_id
         assert {"score_max", "score_mean", "centroid_mm", "longest_diameter_mm"} <= set(got)

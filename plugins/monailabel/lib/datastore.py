@@ -81,12 +81,18 @@ class CheckedLocalDatastore(LocalDatastore):
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
 
-class SegDICOMWebDatastore(DICOMWebDatastore):
-    """DICOMweb datastore whose final labels are stored to PACS as DICOM-SEG written by `medmrcnn.dicomseg.write_seg`.
+def dicom_series_dir(image_path: str) -> Path | None:
+    """The DICOM series folder behind a DICOMweb datastore image (the cache keeps `<uid>/` next to `<uid>.nii.gz`)."""
+    p = Path(image_path)
+    if p.is_dir():
+        return p
+    stem = p.with_name(p.name.removesuffix(".gz").removesuffix(".nii"))
+    return stem if stem != p and stem.is_dir() else None
 
-    Images are kept as DICOM folders (no NIfTI conversion), so inference reads the series with medmrcnn and the
-    SEG references its instances.
-    """
+
+class SegDICOMWebDatastore(DICOMWebDatastore):
+    """DICOMweb datastore whose final labels go to the archive as DICOM-SEG written by `medmrcnn.dicomseg.write_seg`
+    (MONAI Label's own conversion would download dcmqi from the internet)."""
 
     def __init__(self, *args: Any, labels: OutputLabels, model_labels: ModelLabels,
                  label_config: Path | None = None, **kwargs: Any) -> None:
@@ -97,7 +103,7 @@ class SegDICOMWebDatastore(DICOMWebDatastore):
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    label_id: str = "") -> str:
-        """Store a final label as DICOM-SEG on the DICOMweb server (STOW-RS); other tags stay in the local cache."""
+        """Store a final label as DICOM-SEG on the DICOMweb server (STOW-RS) and in the local cache."""
         from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 
         from medmrcnn.dicomseg import write_seg
@@ -106,11 +112,13 @@ class SegDICOMWebDatastore(DICOMWebDatastore):
 
         if label_tag != DefaultLabelTag.FINAL:
             return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
-        image_dir = self.get_image_uri(image_id)
+        series = dicom_series_dir(self.get_image_uri(image_id))
+        if series is None:
+            raise not_found(f"image {image_id!r} is not a series of the DICOMweb archive")
         model_labels = self._model_labels()
-        check_label(label_filename, image_dir, lambda: set(self._labels.for_model(model_labels).values()))
+        check_label(label_filename, str(series), lambda: set(self._labels.for_model(model_labels).values()))
         with as_http_errors(f"DICOM-SEG of {image_id}"):
-            reference = load_volume(image_dir)
+            reference = load_volume(series)
             class_ids = self._labels.to_model(load_volume(label_filename).array, model_labels)
             fd, seg_path = tempfile.mkstemp(suffix=".dcm")
             os.close(fd)
@@ -122,6 +130,6 @@ class SegDICOMWebDatastore(DICOMWebDatastore):
                 os.unlink(seg_path)
         info = self.get_image_info(image_id)
         label_info = {**(label_info or {}), "SeriesInstanceUID": series_uid,
-                      **{k: info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")}}
-        log.info("stored DICOM-SEG %s for %s", series_uid, image_id)
+                      **{k: info.get(k) for k in ("Modality", "StudyInstanceUID")}}
+        log.info("stored DICOM-SEG series %s for image %s", series_uid, image_id)
         return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)

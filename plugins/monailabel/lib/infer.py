@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.datastore import dicom_series_dir
 from lib.errors import as_http_errors, not_found
 from lib.models import ModelSlot
 from lib.settings import LABEL_TYPES, RESULT_FORMATS, PluginSettings
@@ -138,7 +139,9 @@ class MedMRCNNInfer(InferTask):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()
         with as_http_errors(f"{self.slot.name} infer on {Path(image).name}"):
-            volume = load_volume(image)
+            # A DICOM-SEG must reference the DICOM instances: segment the series itself, not a NIfTI copy of it.
+            series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
+            volume = load_volume(series or image)
             t_load = time.perf_counter()
             loaded = self.slot.load()
             from medmrcnn.inference import SliceWisePredictor

@@ -1,0 +1,133 @@
+"""The plugin on a DICOMweb archive (a real Orthanc with its DICOMweb plugin): DICOM-SEG results and stored labels
+written by medmrcnn's exporter, read back from the archive."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from dicomweb_client import DICOMwebClient
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
+
+from medmrcnn.batch.model import DEMO_WEIGHTS
+from medmrcnn.dicomseg import read_seg
+from medmrcnn.inference import SliceWisePredictor
+from medmrcnn.io import load_volume, save_volume
+from medmrcnn.synthetic import make_ct_phantom
+from medmrcnn.synthetic.dicom_series import write_dicom_series
+from tests.dicomseg.seg_tools import assert_dciodvfy_clean
+from tests.plugins.monailabel_server import free_port, start_server
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+pytestmark = [
+    pytest.mark.monailabel,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not (Path(ORTHANC).exists() and DICOMWEB_PLUGIN.exists()),
+                       reason="Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc "
+                              "orthanc-dicomweb; `make .venv-monailabel/.installed` does it as root)"),
+]
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory):
+    """A local Orthanc answering DICOMweb on 127.0.0.1 only; stopped by its PID."""
+    base = tmp_path_factory.mktemp("orthanc")
+    port = free_port()
+    config = {"Name": "medmrcnn-test", "StorageDirectory": str(base / "db"), "IndexDirectory": str(base / "db"),
+              "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+              "AuthenticationEnabled": False, "Plugins": [str(DICOMWEB_PLUGIN)],
+              "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False}}
+    (base / "orthanc.json").write_text(json.dumps(config))
+    with open(base / "orthanc.log", "wb") as log:
+        proc = subprocess.Popen([ORTHANC, str(base / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(f"{url}/system", timeout=2):
+                break
+        except OSError:
+            assert proc.poll() is None, (base / "orthanc.log").read_text()[-3000:]
+            time.sleep(0.5)
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A phantom CT series stored in the archive, and its truth on the DICOM grid."""
+    base = tmp_path_factory.mktemp("study")
+    ph = make_ct_phantom(shape=(6, 224, 224), spacing=(3.0, 1.4, 1.4), n_tumours=2, tumour_diameter_mm=(20, 30),
+                         seed=31)
+    paths = write_dicom_series(ph.volume, base / "ct")
+    for path in paths:
+        req = urllib.request.Request(f"{orthanc}/instances", data=path.read_bytes(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200
+    volume = load_volume(base / "ct")
+    truth = save_volume(volume.with_array(ph.class_map()), base / "truth.nii.gz")
+    return {"dir": base / "ct", "series_uid": volume.series_uid, "truth": truth, "class_map": ph.class_map()}
+
+
+@pytest.fixture(scope="module")
+def server(orthanc: str, tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("server")
+    os.environ["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = str(base / "cache")
+    try:
+        srv = start_server(f"{orthanc}/dicom-web", base / "server.log",  # type: ignore[arg-type]
+                           {"model_dir": str(base / "model"), "device": "cpu"})
+    finally:
+        del os.environ["MONAI_LABEL_DICOMWEB_CACHE_PATH"]
+    yield srv
+    srv.stop()
+
+
+def test_infer_on_a_dicomweb_series_returns_our_dicom_seg(server, study: dict, tmp_path: Path) -> None:
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    seg_file, result = client.infer("medmrcnn_volume", study["series_uid"], {})
+    assert result["result_format"] == "dicom_seg" and seg_file.endswith(".dcm")
+    ds = pydicom.dcmread(seg_file)
+    assert ds.Modality == "SEG"
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == study["series_uid"]
+    assert_dciodvfy_clean(Path(seg_file))
+    reference = load_volume(study["dir"])
+    ref = SliceWisePredictor.from_checkpoint(DEMO_WEIGHTS, device="cpu").predict(reference)
+    imported = read_seg(seg_file, reference=reference)
+    names = {i + 1: n for i, n in enumerate(imported.labels.names)}
+    got = np.vectorize(lambda v: ref.labels.id_of(names[v]) if v else 0)(imported.class_map.array)
+    assert (got == ref.class_map).all()
+
+
+def test_final_label_is_stored_in_the_archive_as_dicom_seg(server, orthanc: str, study: dict, tmp_path: Path) -> None:
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    with pytest.raises(MONAILabelClientException, match="Status: 422"):
+        client.save_label(study["series_uid"], str(study["dir"] / os.listdir(study["dir"])[0]))
+    client.save_label(study["series_uid"], str(study["truth"]))
+
+    web = DICOMwebClient(f"{orthanc}/dicom-web")
+    segs = web.search_for_series(search_filters={"Modality": "SEG"})
+    assert len(segs) == 1
+    seg = pydicom.Dataset.from_json(segs[0])
+    (instance,) = web.retrieve_series(str(seg.StudyInstanceUID), str(seg.SeriesInstanceUID))
+    instance.save_as(tmp_path / "stored.dcm")
+    assert instance.ReferencedSeriesSequence[0].SeriesInstanceUID == study["series_uid"]
+    imported = read_seg(tmp_path / "stored.dcm", reference=load_volume(study["dir"]))
+    order = {i + 1: ("liver", "kidney", "tumour").index(n) + 1 for i, n in enumerate(imported.labels.names)}
+    got = np.vectorize(lambda v: order[v] if v else 0)(imported.class_map.array)
+    assert (got == study["class_map"]).all()
