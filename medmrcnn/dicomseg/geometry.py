@@ -1,4 +1,4 @@
-"""Place DICOM planes (frames or slices) on a `Volume` grid: the one geometry check shared by writer and reader."""
+"""Place DICOM planes (frames or slices) on a `Volume` grid: the geometry checks of writer and reader."""
 
 from __future__ import annotations
 
@@ -61,35 +61,58 @@ def check_plane_orientation(orientation: Sequence[float], pixel_spacing: Sequenc
         )
 
 
-def grid_indices(positions: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int], what: str,
-                 in_plane_offset: bool = False) -> np.ndarray:
-    """Voxel index (k, j, i) = (z, y, x) of the first pixel of each plane, shape (n, 3), int.
+def grid_indices(positions: np.ndarray, affine: np.ndarray, slice_positions: np.ndarray, what: str) -> np.ndarray:
+    """Voxel index (k, j, i) = (z, y, x) of the first pixel of each plane on a grid, shape (n, 3), int.
 
     Args:
         positions: (n, 3) LPS mm of the centre of each plane's first (top-left) pixel.
-        affine: the grid's data-contract affine; shape: its (z, y, x) size.
+        affine: the grid's data-contract affine (directions and in-plane spacing).
+        slice_positions: (z, 3) LPS mm of voxel (0, 0) of each grid slice, in slice order: from the source headers
+            when known (exact for irregular spacing), else from the affine.
         what: names the planes in error messages.
-        in_plane_offset: allow planes shifted by whole pixels within the slice (read side); the writer needs 0.
-    Raises GeometryMismatchError when a plane is off the grid or outside it.
+    Planes may be shifted by whole pixels within the slice (a SEG may crop its frames). Raises
+    GeometryMismatchError when a plane falls between voxels or outside the grid's slices.
     """
-    ijk = (np.asarray(positions, dtype=np.float64).reshape(-1, 3) - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
-    idx = np.rint(ijk).astype(np.int64)
-    off = np.abs(ijk - idx).max(axis=0) if len(ijk) else np.zeros(3)
+    inverse = np.linalg.inv(affine[:3, :3]).T
+    along = ((np.asarray(slice_positions, dtype=np.float64) - affine[:3, 3]) @ inverse)[:, 2]
+    k = ((np.asarray(positions, dtype=np.float64).reshape(-1, 3) - affine[:3, 3]) @ inverse)[:, 2]
+    z = np.rint(np.interp(k, along, np.arange(len(along)))).astype(np.int64)  # `along` rises with slice index
+    if np.any((k < along[0] - GRID_TOL_VOXELS) | (k > along[-1] + GRID_TOL_VOXELS)):
+        raise GeometryMismatchError(f"{what}: planes lie outside the reference volume's {len(along)} slices")
+    ijk = (np.asarray(positions, dtype=np.float64).reshape(-1, 3) - slice_positions[z]) @ inverse
+    off = np.abs(ijk - np.rint(ijk)).max(axis=0) if len(ijk) else np.zeros(3)
+    off[2] = np.abs(k - along[z]).max() if len(k) else 0.0
     if off.max() > GRID_TOL_VOXELS:
         axis = "xyz"[int(np.argmax(off))]
         raise GeometryMismatchError(
             f"{what}: planes fall between voxels of the reference grid (off by {off.max():.2f} voxels along {axis}); "
             "not the same voxel grid"
         )
-    if not in_plane_offset and np.any(idx[:, :2] != 0):
-        raise GeometryMismatchError(f"{what}: planes are shifted within the slice relative to the reference grid")
-    zyx = idx[:, ::-1]
-    outside = (zyx[:, 0] < 0) | (zyx[:, 0] >= shape[0])
-    if np.any(outside):
-        raise GeometryMismatchError(
-            f"{what}: {int(outside.sum())} planes lie outside the reference volume (slices 0..{shape[0] - 1})"
-        )
-    return zyx
+    offsets = np.rint(ijk[:, :2]).astype(np.int64)
+    return np.stack([z, offsets[:, 1], offsets[:, 0]], axis=1)
+
+
+def affine_slice_positions(affine: np.ndarray, nz: int) -> np.ndarray:
+    """(nz, 3) LPS mm of voxel (0, 0) of each slice of a regular grid."""
+    return affine[:3, 3] + np.arange(nz)[:, None] * affine[:3, 2]
+
+
+def slice_ranks(positions: np.ndarray, affine: np.ndarray, what: str) -> np.ndarray:
+    """Slice index of each source plane of a volume: its rank along the volume's slice axis, shape (n,) int.
+
+    Ranking rather than rounding keeps series loaded with irregular spacing (mean step in the affine) exact; the
+    planes must still lie on the volume's rows and columns and at distinct positions.
+    """
+    ijk = (np.asarray(positions, dtype=np.float64).reshape(-1, 3) - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+    if np.abs(ijk[:, :2]).max() > GRID_TOL_VOXELS:
+        raise GeometryMismatchError(f"{what}: DICOM planes are shifted within the slice relative to the volume grid")
+    along = np.sort(ijk[:, 2])
+    if len(along) > 1 and np.diff(along).min() < 0.5:
+        raise GeometryMismatchError(f"{what}: several DICOM planes at the same position (several volumes in one "
+                                    "object?)")
+    ranks = np.empty(len(ijk), dtype=np.int64)
+    ranks[np.argsort(ijk[:, 2])] = np.arange(len(ijk))
+    return ranks
 
 
 def check_same_grid(affine: np.ndarray, shape: tuple[int, ...], reference_affine: np.ndarray,

@@ -21,7 +21,8 @@ from skimage.color import lab2rgb
 
 from medmrcnn.compat import highdicom_supports_labelmap
 from medmrcnn.dicomseg.concepts import LabelConfig, load_label_config, normalise_name
-from medmrcnn.dicomseg.geometry import check_plane_orientation, frame_geometry, grid_indices
+from medmrcnn.dicomseg.geometry import affine_slice_positions, check_plane_orientation, frame_geometry, grid_indices
+from medmrcnn.dicomseg.source import source_planes
 from medmrcnn.errors import GeometryMismatchError, VolumeLoadError
 from medmrcnn.labels import LabelMap
 from medmrcnn.volume import Volume, affine_from_geometry
@@ -206,10 +207,14 @@ def read_seg(
     if reference is not None:
         _check_reference(seg, reference, warnings, path)
         affine, shape = reference.affine, reference.shape
+        # The headers give each slice's true position, so references loaded with irregular spacing still match.
+        slices = source_planes(reference).positions if reference.source_datasets else affine_slice_positions(
+            affine, shape[0])
     else:
         affine, shape = _own_grid(positions, orientation, spacing, seg)
+        slices = affine_slice_positions(affine, shape[0])
     check_plane_orientation(orientation, spacing, affine, str(path))
-    zyx = grid_indices(positions, affine, shape, str(path), in_plane_offset=True)
+    zyx = grid_indices(positions, affine, slices, str(path))
     frames = _frames(seg, segmentation_type, threshold)
     if segmentation_type == "LABELMAP":
         numbers = None

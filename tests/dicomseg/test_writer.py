@@ -15,9 +15,11 @@ from medmrcnn.dicomseg import load_label_config, read_seg, write_seg
 from medmrcnn.errors import ExportError, GeometryMismatchError, LabelConfigError
 from medmrcnn.io import load_volume
 from medmrcnn.labels import LabelMap
+from medmrcnn.synthetic import make_ct_phantom
+from medmrcnn.synthetic.dicom_series import write_dicom_series
 from medmrcnn.volume import Volume
 from tests.dicomseg.conftest import real_file
-from tests.dicomseg.seg_tools import assert_dciodvfy_clean, assert_seg_matches, dcmqi_masks
+from tests.dicomseg.seg_tools import assert_dciodvfy_clean, assert_seg_matches, dcmqi_masks, highdicom_segment_map
 
 # Source attributes a SEG may carry with the source's value: the Patient, Patient Study and General Study modules and
 # the Frame of Reference (the standard requires them), plus image-pixel values that coincide by construction.
@@ -135,6 +137,26 @@ def test_legacy_converted_multiframe_phantom(phantom_case, tmp_path):
     truth = phantom_case.class_map[phantom_z.astype(int)]
     out = write_seg(truth, ref, tmp_path / "seg.dcm", phantom_case.labels)
     assert_seg_matches(out, ref, truth, tmp_path / "dcmqi")
+
+
+def test_series_with_a_missing_slice(tmp_path):
+    # Loaded with allow_irregular (mean slice step in the affine): slices still pair with their own files.
+    ph = make_ct_phantom(shape=(12, 96, 128), spacing=(3.0, 2.5, 2.5), n_tumours=3, seed=5)
+    write_dicom_series(ph.volume, tmp_path / "series")
+    (tmp_path / "series" / "IM0006.dcm").unlink()
+    ref = load_volume(tmp_path / "series", allow_irregular=True)
+    truth = np.delete(ph.class_map(), 5, axis=0)
+    out = write_seg(truth, ref, tmp_path / "seg.dcm", ph.labels)
+    assert_dciodvfy_clean(out)
+    assert np.array_equal(highdicom_segment_map(out, ref), truth)
+    assert np.array_equal(read_seg(out, ref).class_map.array, truth)
+    # dcmqi rebuilds the regular 3 mm grid: the full phantom grid, with the missing slice empty.
+    full = ph.class_map()
+    full[5] = 0
+    masks, _ = dcmqi_masks(out, ph.volume, tmp_path / "dcmqi")
+    assert sorted(masks) == [1, 2, 3]
+    for number, mask in masks.items():
+        assert np.array_equal(mask, full == number)
 
 
 def test_labelmap_segmentation_type(phantom_case, tmp_path):
