@@ -41,13 +41,13 @@ def load_predictor(
     """
     from medmrcnn.inference import PredictorConfig, SliceWisePredictor
 
+    overrides = {k: v for k, v in (("intensity", window), ("batch_size", batch_size),
+                                   ("score_threshold", score_threshold)) if v is not None}
+    cfg = PredictorConfig(**overrides)  # ValueError names a bad option
     path = Path(weights) if weights is not None else DEMO_WEIGHTS
     if not path.is_file():
         hint = " (the demo weights are missing: reinstall medmrcnn)" if weights is None else ""
         raise CheckpointError(f"{path}: checkpoint file not found{hint}")
-    overrides = {k: v for k, v in (("intensity", window), ("batch_size", batch_size),
-                                   ("score_threshold", score_threshold)) if v is not None}
-    cfg = PredictorConfig(**overrides)  # ValueError names a bad option
     predictor = SliceWisePredictor.from_checkpoint(path, cfg=cfg, device=device)
     decisive = {k: v for k, v in cfg.to_dict().items() if k not in ("batch_size", "amp", "image_key")}
     settings = {"weights": path.name, "weights_sha256": file_sha256(path), "predictor": decisive}
