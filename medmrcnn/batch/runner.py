@@ -113,8 +113,8 @@ class _Runner:
 
     def finish(self, outcome: StudyOutcome) -> None:
         self.outcomes[outcome.name] = outcome
-        if outcome.status == FAILED:
-            log.warning("%s: failed: %s", outcome.name, outcome.reason)
+        if outcome.status == FAILED:  # info: the caller reports failures to the user (events / summary)
+            log.info("%s: failed: %s", outcome.name, outcome.reason)
         self.events.study_finished(outcome)
 
     def already_done(self, study: Study) -> StudyOutcome | None:
