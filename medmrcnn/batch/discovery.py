@@ -2,23 +2,27 @@
 
 An input is a DICOM file or folder (searched recursively; every image series is one study), a NIfTI / NRRD / MHA /
 PNG / TIFF file, a glob, or a text file (.txt/.lst/.list) listing such paths, one a line ('#' starts a comment).
-Discovery reads headers only (`medmrcnn.io.scan`). A corrupt file does not stop the batch: the folder holding it
-becomes one failed study and the rest of the tree is still searched.
+Discovery reads headers only (`medmrcnn.io.scan`), one sub-folder of an input at a time, and keeps only each
+study's file list: DICOM headers take tens of kB each in memory, too much for thousands of studies, so a study's
+headers are read again when its turn comes (`reload_series`). A corrupt file does not stop the batch: the folder
+holding it becomes one failed study and the rest of the tree is still searched.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medmrcnn.batch.naming import study_identity, study_name, unusable_name
 from medmrcnn.errors import VolumeLoadError
 from medmrcnn.io import SeriesInfo, scan
-from medmrcnn.io.dicom_scan import group_series, read_header
+from medmrcnn.io.dicom_scan import DicomFile, group_series, io_workers, read_header, read_headers
 from medmrcnn.io.loading import KNOWN_SUFFIXES
+from medmrcnn.io.series import DICOM_MULTIFRAME, DICOM_SERIES
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +107,27 @@ def _children(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in entries if p.is_dir()], [p for p in entries if not p.is_dir()]
 
 
+def _header_or_error(path: Path) -> DicomFile | VolumeLoadError | None:
+    try:
+        return read_header(path)
+    except VolumeLoadError as e:
+        return e
+
+
 def _scan_loose_files(folder: Path, files: list[Path]) -> tuple[list[SeriesInfo], list[tuple[Path, str]]]:
     """Series among the files directly in `folder`, each file read on its own so that a bad one is found."""
     infos: list[SeriesInfo] = []
     failures: list[tuple[Path, str]] = []
-    dicom, bad = [], []
-    for f in files:
+    for f in (f for f in files if f.name.lower().endswith(KNOWN_SUFFIXES)):
         try:
-            if f.name.lower().endswith(KNOWN_SUFFIXES):
-                infos += scan(f)
-            elif (header := read_header(f)) is not None:
-                dicom.append(header)
+            infos += scan(f)
         except VolumeLoadError as e:
-            (failures if f.name.lower().endswith(KNOWN_SUFFIXES) else bad).append((f, e.reason))
+            failures.append((f, e.reason))
+    candidates = [f for f in files if not f.name.lower().endswith(KNOWN_SUFFIXES)]
+    with ThreadPoolExecutor(io_workers()) as pool:
+        headers = list(pool.map(_header_or_error, candidates))
+    dicom = [h for h in headers if isinstance(h, DicomFile)]
+    bad = [(f, h.reason) for f, h in zip(candidates, headers) if isinstance(h, VolumeLoadError)]
     if bad:
         # The unreadable file belongs to some series of this folder: none of them can be trusted to be complete.
         more = f" (and {len(bad) - 1} more bad files)" if len(bad) > 1 else ""
@@ -146,6 +158,53 @@ def _scan_isolated(path: Path, top: bool = True) -> tuple[list[SeriesInfo], list
         infos += more_infos
         failures += more_failures
     return infos, failures
+
+
+def _scan_in_parts(path: Path, excluded: Path | None) -> Iterator[tuple[list[SeriesInfo], list[tuple[Path, str]]]]:
+    """`_scan_isolated(path)` one sub-folder at a time (patients / studies of an export tree), so that the DICOM
+    headers held at once are those of one sub-folder, not of thousands of studies."""
+    subdirs, files = _children(path) if path.is_dir() else ([], [])
+    if not subdirs:
+        yield _scan_isolated(path)
+        return
+    if files:
+        yield _scan_loose_files(path, files)
+    for sub in subdirs:
+        if not _inside(sub, excluded):
+            yield _scan_isolated(sub, top=False)
+
+
+def _nothing_found(path: Path) -> str:
+    """Why an input gave no study at all."""
+    try:
+        scan(path)
+    except VolumeLoadError as e:
+        return e.reason
+    return "no image series found (only non-image DICOM objects, or only outputs of this batch)"
+
+
+def _without_headers(info: SeriesInfo) -> SeriesInfo:
+    """`info` without the DICOM headers of its loading plan (tens of kB per file), re-read by `reload_series`."""
+    return replace(info, plan=None) if info.kind in (DICOM_SERIES, DICOM_MULTIFRAME) else info
+
+
+def reload_series(info: SeriesInfo) -> SeriesInfo:
+    """`info` with its loading plan: a study listed by `discover_studies` re-scanned from its own files.
+
+    Raises VolumeLoadError when a file became unreadable or the series changed since it was listed.
+    """
+    if info.plan is not None:
+        return info
+    missing = [p for p in info.paths if not p.is_file()]
+    if missing:
+        raise VolumeLoadError(info.source, f"the series changed on disk since the batch listed it ({len(missing)} "
+                                           f"files gone, e.g. {missing[0].name})")
+    headers, _ = read_headers(info.paths)
+    identity = study_identity(info)
+    found = [i for i in group_series(headers) if study_identity(i) == identity]
+    if len(found) != 1 or found[0].shape != info.shape:
+        raise VolumeLoadError(info.source, "the series changed on disk since the batch listed it")
+    return found[0]
 
 
 def _problem(info: SeriesInfo, allow_irregular: bool) -> str | None:
@@ -188,15 +247,18 @@ def discover_studies(
         if not path.exists():
             add(Study(unusable_name(path, root), path, error="no such file or folder"), f"bad:{path.resolve()}")
             continue
-        infos, failures = _scan_isolated(path)
-        found = [(Study(unusable_name(bad, root), bad, error=reason), f"bad:{bad.resolve()}")
-                 for bad, reason in failures]
-        found += [(Study(study_name(info, root), info.source, info, _problem(info, allow_irregular)),
-                   study_identity(info))
-                  for info in infos if info.is_image and not _inside(info.paths[0], excluded)]
+        found = []
+        for infos, failures in _scan_in_parts(path, excluded):
+            found += [(Study(unusable_name(bad, root), bad, error=reason), f"bad:{bad.resolve()}")
+                      for bad, reason in failures]
+            found += [(Study(study_name(info, root), info.source, _without_headers(info),
+                             _problem(info, allow_irregular)), study_identity(info))
+                      for info in infos if info.is_image and not _inside(info.paths[0], excluded)]
+        if not found:
+            found.append((Study(unusable_name(path, root), path, error=_nothing_found(path)), f"bad:{path.resolve()}"))
         for study, identity in sorted(found, key=lambda f: (str(f[0].source), f[0].name)):
             add(study, identity)
     return list(studies.values())
 
 
-__all__ = ["LIST_SUFFIXES", "Study", "discover_studies", "expand_inputs"]
+__all__ = ["LIST_SUFFIXES", "Study", "discover_studies", "expand_inputs", "reload_series"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from medmrcnn.batch.discovery import Study, discover_studies
+from medmrcnn.batch.discovery import Study, discover_studies, reload_series
 from medmrcnn.batch.distributed import Shard, gather_outcomes
 from medmrcnn.batch.outputs import (
     FORMATS, read_manifest, remove_partials, study_folder, write_manifest, write_outputs,
@@ -134,7 +134,7 @@ class _Runner:
 
     def load(self, study: Study) -> Volume:
         assert study.info is not None  # only studies without a discovery error are loaded
-        return read_series(study.info, allow_irregular=self.options.allow_irregular)
+        return read_series(reload_series(study.info), allow_irregular=self.options.allow_irregular)
 
     def segment(self, loaded: Loaded[Study, Volume]) -> tuple[Any, float] | None:
         """Run the model; a failure is recorded and None returned."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medmrcnn.batch import discover_studies, expand_inputs
+from medmrcnn.batch.discovery import reload_series
 from medmrcnn.errors import VolumeLoadError
-from medmrcnn.io import load_volume
+from medmrcnn.io import load_volume, read_series
 from tests.batch.helpers import (
     add_mixed_size_series, tree_checksum, write_corrupt_series, write_nifti, write_series,
 )
@@ -104,3 +107,15 @@ def test_usage_errors_for_missing_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     (study,) = discover_studies([tmp_path / "empty"])
     assert study.error == "empty folder (no files)"
+
+
+def test_listed_studies_keep_file_lists_not_headers(tree, tmp_path):
+    studies = [s for s in discover_studies([tree]) if s.error is None and s.info.kind == "dicom"]
+    assert len(studies) == 3 and all(s.info.plan is None for s in studies)
+    p1 = next(s for s in studies if s.source == tree / "p1" / "ct")
+    assert np.array_equal(read_series(reload_series(p1.info)).array, load_volume(p1.source).array)
+    copy = shutil.copytree(p1.source, tmp_path / "copy")
+    (listed,) = discover_studies([copy])
+    sorted(copy.iterdir())[0].unlink()  # the series changes between listing and loading
+    with pytest.raises(VolumeLoadError, match="changed on disk since the batch listed it"):
+        reload_series(listed.info)
