@@ -216,10 +216,7 @@ def read_seg(
     check_plane_orientation(orientation, spacing, affine, str(path))
     zyx = grid_indices(positions, affine, slices, str(path))
     frames = _frames(seg, segmentation_type, threshold)
-    if segmentation_type == "LABELMAP":
-        numbers = None
-    else:
-        numbers = _frame_segment_numbers(seg)
+    numbers = None if segmentation_type == "LABELMAP" else _frame_segment_numbers(seg)  # LABELMAP frames hold numbers
     top = max(s.number for s in segments)
     instance_map = np.zeros(shape, dtype=np.uint16 if top < 1 << 16 else np.uint32)
     overlap = _paste(instance_map, frames, zyx, numbers, warnings)
@@ -248,26 +245,31 @@ def _paste(out: np.ndarray, frames: np.ndarray, zyx: np.ndarray, numbers: np.nda
            warnings: list[str]) -> int:
     """Write frames into `out` at their grid slices/offsets, segment by segment (higher numbers on top).
 
+    Args:
+        out: (z, y, x) segment-number map to fill.
+        frames: (n, rows, cols) bool masks, or segment numbers when `numbers` is None (LABELMAP).
+        zyx: (n, 3) slice and in-plane offset of each frame; numbers: segment number of each frame.
     Returns the number of voxels already claimed by another segment.
     """
-    overlap = 0
+    overlap, cut = 0, False
     _, ny, nx = out.shape
     rows, cols = frames.shape[1:]
     groups = [(None, np.arange(len(frames)))] if numbers is None else [
         (n, np.flatnonzero(numbers == n)) for n in np.unique(numbers)]
     for number, idx in groups:
-        # Frames of one segment sit at distinct slices; group them by in-plane offset (all zero in practice).
-        for (y0, x0) in {tuple(v) for v in zyx[idx, 1:].tolist()}:
+        # One vectorised write per segment and in-plane offset (offsets are all zero in practice).
+        for y0, x0 in {tuple(v) for v in zyx[idx, 1:].tolist()}:
             sel = idx[(zyx[idx, 1] == y0) & (zyx[idx, 2] == x0)]
             ys, xs = slice(max(y0, 0), min(y0 + rows, ny)), slice(max(x0, 0), min(x0 + cols, nx))
-            if ys.stop - ys.start < rows or xs.stop - xs.start < cols:
-                warnings.append("some frames extend beyond the reference grid and were cut at its edge")
+            cut |= ys.stop - ys.start < rows or xs.stop - xs.start < cols
             if ys.start >= ys.stop or xs.start >= xs.stop:
                 continue
             part = frames[sel][:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
             target = out[zyx[sel, 0], ys, xs]
-            mask = part != 0 if number is None else part
+            mask = part != 0
             overlap += int(np.count_nonzero(mask & (target != 0)))
             values = part if number is None else np.asarray(number, dtype=out.dtype)
             out[zyx[sel, 0], ys, xs] = np.where(mask, values, target)
+    if cut:
+        warnings.append("some frames extend beyond the reference grid and were cut at its edge")
     return overlap

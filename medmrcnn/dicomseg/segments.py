@@ -50,7 +50,7 @@ def foreground_slab(label_map: np.ndarray) -> slice:
 
 def present_labels(label_map: np.ndarray) -> np.ndarray:
     """Sorted non-zero values present in an integer label map (z, y, x)."""
-    if label_map.dtype.kind not in "uib":
+    if label_map.dtype.kind not in "ui":
         raise LabelConfigError(f"label map must hold integers; got dtype {label_map.dtype}")
     slab = label_map[foreground_slab(label_map)]
     if slab.size == 0:
@@ -70,11 +70,8 @@ def present_labels(label_map: np.ndarray) -> np.ndarray:
 def _number_map(label_map: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Map label values[i] -> segment number i + 1 (others -> 0) with one look-up table pass over the foreground."""
     dtype = np.uint8 if len(values) < 256 else np.uint16
-    if np.array_equal(values, np.arange(1, len(values) + 1)):
-        if label_map.dtype == dtype:
-            return label_map  # already segment numbers: no copy
-        if label_map.dtype == np.bool_:
-            return label_map.view(np.uint8)
+    if label_map.dtype == dtype and np.array_equal(values, np.arange(1, len(values) + 1)):
+        return label_map  # already segment numbers: no copy
     lut = np.zeros(int(values.max()) + 1, dtype=dtype)
     lut[values] = np.arange(1, len(values) + 1, dtype=dtype)
     out = np.zeros(label_map.shape, dtype=dtype)

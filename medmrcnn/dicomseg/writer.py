@@ -73,13 +73,15 @@ def _label_array(labelmap: Any, reference: Volume) -> np.ndarray:
         array = np.asarray(labelmap)
         if array.ndim == 2:
             array = array[None]
+        # A bare array has no geometry of its own: only its size can be checked (against the reference grid).
         check_same_grid(reference.affine, array.shape, reference.affine, reference.shape, "label map")
     if array.dtype == np.bool_:
         return array.view(np.uint8)
     if array.dtype.kind == "f":
         # NIfTI label maps are often stored as float; accept them only when every value is a whole number.
-        if not np.array_equal(array, np.rint(array)):
-            raise LabelConfigError("label map holds non-integer values; expected 0 (background) and class ids 1..N")
+        if not np.array_equal(array, np.rint(array)) or array.min() < 0 or array.max() > np.iinfo(np.uint16).max:
+            raise LabelConfigError("label map holds non-integer or negative values; expected 0 (background) and "
+                                   "class ids 1..N")
         return array.astype(np.uint16 if array.max() > 255 else np.uint8)
     return array
 

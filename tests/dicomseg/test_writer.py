@@ -96,6 +96,40 @@ def test_per_instance_segments_keep_instances_of_one_class_apart(phantom_case, t
     assert [s.label for s in back.segments] == [t for t, _ in tracking]
 
 
+def test_prediction_result_per_class_and_per_instance(phantom_case, tmp_path):
+    # A VolumeResult whose liver is two touching instances: per-instance export keeps them apart.
+    inference = pytest.importorskip("medmrcnn.inference")
+    ref, labels = phantom_case.reference, phantom_case.labels
+    instance_map = phantom_case.instance_map.copy()
+    classes = dict(phantom_case.instance_classes)
+    right_half = (instance_map == 1) & (np.arange(ref.shape[2]) >= ref.shape[2] // 2)
+    instance_map[right_half] = 99
+    classes[99] = 1
+    records = [
+        inference.InstanceRecord(
+            id=i, class_id=c, class_name=labels.name_of(c), score_max=0.9, score_mean=0.8,
+            voxel_count=int((instance_map == i).sum()), volume_ml=0.0, centroid_mm=(0.0, 0.0, 0.0),
+            bbox=(0, 0, 0, 1, 1, 1), slice_range=(0, 0), longest_diameter_mm=0.0)
+        for i, c in sorted(classes.items()) if (instance_map == i).any()
+    ]
+    lut = np.zeros(100, dtype=np.uint8)
+    lut[list(classes)] = list(classes.values())
+    result = inference.VolumeResult(volume=ref, instance_map=instance_map, class_map=lut[instance_map],
+                                    instances=records, labels=labels)
+
+    by_class = write_seg(result, ref, tmp_path / "class.dcm")
+    assert_seg_matches(by_class, ref, phantom_case.class_map, tmp_path / "dcmqi_class")
+    by_instance = write_seg(result, ref, tmp_path / "inst.dcm", per_instance=True)
+    back = read_seg(by_instance, ref)
+    assert [s.tracking_id for s in back.segments][:2] == ["liver 1", "liver 99"]
+    assert len(back.segments) == len(records)
+    to_segment = np.zeros(100, dtype=np.uint16)  # instance id (end of the tracking ID) -> segment number
+    for seg in back.segments:
+        to_segment[int(seg.tracking_id.split()[-1])] = seg.number
+    expected = to_segment[instance_map]
+    assert_seg_matches(by_instance, ref, expected, tmp_path / "dcmqi_inst")
+
+
 def test_oblique_non_square_series(oblique_case, tmp_path):
     ref, truth = oblique_case.reference, oblique_case.class_map
     out = write_seg(truth, ref, tmp_path / "seg.dcm", oblique_case.labels)
@@ -240,5 +274,7 @@ def test_boolean_and_float_label_maps(tmp_path):
     assert np.array_equal(masks[1], truth == 1)
     out = write_seg(truth.astype(np.float32), ref, tmp_path / "float.dcm", TWO_CLASSES)
     assert np.array_equal(read_seg(out, ref).class_map.array, truth)
-    with pytest.raises(LabelConfigError, match="non-integer"):
+    with pytest.raises(LabelConfigError, match="non-integer or negative"):
         write_seg(truth * 0.5, ref, tmp_path / "half.dcm", TWO_CLASSES)
+    with pytest.raises(LabelConfigError, match="negative"):
+        write_seg(-truth.astype(np.int16), ref, tmp_path / "neg.dcm", TWO_CLASSES)
