@@ -19,7 +19,7 @@ from medmrcnn.batch.outputs import (
 )
 from medmrcnn.batch.prefetch import Loaded, prefetch
 from medmrcnn.batch.summary import FAILED, OK, SKIPPED, BatchSummary, StudyOutcome, write_summary
-from medmrcnn.errors import VolumeLoadError
+from medmrcnn.errors import MedMRCNNError, VolumeLoadError
 from medmrcnn.io import read_series
 from medmrcnn.io.series import one_line
 from medmrcnn.volume import Volume
@@ -98,9 +98,9 @@ def _failed(study: Study, reason: str, rank: int, seconds: float = 0.0, **timing
 
 
 def _reason(error: BaseException) -> str:
-    """One line for the summary: our own errors as they are, others with their type."""
-    if isinstance(error, VolumeLoadError):
-        return str(error)
+    """One line for the summary: medmrcnn's own errors as they are (they name the file), others with their type."""
+    if isinstance(error, MedMRCNNError):
+        return " ".join(str(error).split())
     return one_line(error)
 
 
@@ -184,10 +184,14 @@ class _Runner:
                            read=loaded.seconds, segment=segment_s, write=write_s)
 
     def run(self, studies: Sequence[Study]) -> list[StudyOutcome]:
-        todo, done = [], []
+        todo: list[Study] = []
+        done: list[StudyOutcome] = []
         for study in studies:
             outcome = _failed(study, study.error, self.rank) if study.error else self.already_done(study)
-            (todo if outcome is None else done).append(outcome or study)
+            if outcome is None:
+                todo.append(study)
+            else:
+                done.append(outcome)
         self.events.started(studies, len(todo))
         for outcome in done:
             self.finish(outcome)
