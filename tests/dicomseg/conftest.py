@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -14,6 +15,9 @@ from medmrcnn.labels import LabelMap
 from medmrcnn.synthetic import make_ct_phantom
 from medmrcnn.synthetic.dicom_series import write_dicom_series
 from medmrcnn.volume import Volume
+from tests.dicomseg.seg_tools import CHECKED, assert_dciodvfy_clean
+
+SEG_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
 
 @dataclass
@@ -63,3 +67,14 @@ def oblique_case(tmp_path_factory) -> Case:
     reference = load_volume(folder)
     assert np.allclose(reference.affine, affine, atol=1e-3)
     return Case(folder, reference, ph.class_map(), ph.gt_instances, ph.gt_classes, ph.labels)
+
+
+@pytest.fixture(autouse=True)
+def every_seg_passes_dciodvfy(tmp_path):
+    """After each test, dciodvfy checks every DICOM-SEG the test wrote that it did not check itself."""
+    yield
+    for path in sorted(tmp_path.rglob("*.dcm")):
+        if path.resolve() in CHECKED:
+            continue
+        if str(pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID", "")) in SEG_CLASSES:
+            assert_dciodvfy_clean(path)
