@@ -62,7 +62,7 @@ def _values(node: object, key: str):
 
 
 def test_inference_bundle_gives_the_outputs_of_medmrcnn_infer_and_the_library(tmp_path: Path) -> None:
-    ph = make_ct_phantom(shape=(6, 224, 224), spacing=(3.0, 1.4, 1.4), n_tumours=2, tumour_diameter_mm=(20, 30),
+    ph = make_ct_phantom(shape=(3, 192, 192), spacing=(4.0, 1.4, 1.4), n_tumours=1, tumour_diameter_mm=(20, 25),
                          seed=21)
     image = save_volume(ph.volume, tmp_path / "phantom.nii.gz")
     run("-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"), "--input", str(image),
@@ -86,16 +86,16 @@ def test_inference_bundle_gives_the_outputs_of_medmrcnn_infer_and_the_library(tm
 def test_train_bundle_runs_medmrcnn_training(tmp_path: Path) -> None:
     run("-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"),
         "--output_dir", str(tmp_path / "run"), "--overrides#max_steps", "1", "--overrides#epochs", "1",
-        "--overrides#data#phantom", "%" + str(tmp_path / "phantom.json"),
-        cwd=_write_phantom_override(tmp_path))
+        "--overrides#data", "%" + str(_write_data_override(tmp_path)))
     ckpt = read_checkpoint(tmp_path / "run" / "last.safetensors")
     assert ckpt.config.labels == ("liver", "kidney", "tumour")
     assert ckpt.extra["step"] == 1
 
 
-def _write_phantom_override(tmp_path: Path) -> Path:
-    """A tiny phantom data section (2 small volumes) so one training step stays cheap."""
-    (tmp_path / "phantom.json").write_text(json.dumps({
-        "kind": "ct", "n_train": 1, "n_val": 1, "seed": 7, "slices": [4, 4], "field_of_view_mm": [300, 300],
-        "pixel_spacing_mm": [1.4, 1.4], "max_matrix": 256}))
-    return ROOT
+def _write_data_override(tmp_path: Path) -> Path:
+    """A data section of two tiny generated volumes, so that one training step stays cheap."""
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps({"source": "phantom", "phantom": {
+        "kind": "ct", "n_train": 1, "n_val": 1, "seed": 7, "slices": [4, 4], "field_of_view_mm": [260, 260],
+        "pixel_spacing_mm": [1.4, 1.4], "max_matrix": 256}}))
+    return path

@@ -73,7 +73,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory):
 def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A phantom CT series stored in the archive, and its truth on the DICOM grid."""
     base = tmp_path_factory.mktemp("study")
-    ph = make_ct_phantom(shape=(6, 224, 224), spacing=(3.0, 1.4, 1.4), n_tumours=2, tumour_diameter_mm=(20, 30),
+    ph = make_ct_phantom(shape=(4, 160, 160), spacing=(4.0, 1.4, 1.4), n_tumours=1, tumour_diameter_mm=(20, 25),
                          seed=31)
     paths = write_dicom_series(ph.volume, base / "ct")
     for path in paths:
