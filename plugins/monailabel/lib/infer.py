@@ -111,11 +111,16 @@ class MedMRCNNInfer(InferTask):
 
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info, with the labels of the checkpoint served now (they change after fine-tuning)."""
+        from medmrcnn.errors import MedMRCNNError
+
         info = super().info()
         if self.slot.is_available():
-            with as_http_errors(f"{self.slot.name} info"):
-                info["labels"] = self.settings.labels.for_model(self.slot.load().labels)
             info["checkpoint"] = str(self.slot.current_checkpoint())
+            try:
+                info["labels"] = self.settings.labels.for_model(self.slot.load().labels)
+            except MedMRCNNError as e:  # a broken checkpoint must not take /info/ down with it
+                log.error("%s: %s", self.slot.name, e)
+                info["error"] = str(e)
         return info
 
     def is_valid(self) -> bool:

@@ -1,8 +1,8 @@
 """`MedMRCNNTrain`: fine-tune the served checkpoint on the datastore's final labels with `medmrcnn.training.train`.
 
-MONAI Label runs it in a child process. The run folder is `<model_dir>/runs/<model>-<time>`; the resulting checkpoint
-(best when validated, else last) is published atomically as `<model_dir>/<model>.safetensors`, which the server's
-infer task loads on its next request.
+MONAI Label runs it in a child process. The run folder is `<model_dir>/runs/<model>-<time>` (checkpoints, metrics,
+TensorBoard events; not the resume state); the resulting checkpoint (best when validated, else last) is published
+atomically as `<model_dir>/<model>.safetensors`, which the server's infer task loads on its next request.
 """
 
 from __future__ import annotations
@@ -116,5 +116,7 @@ class MedMRCNNTrain(TrainTask):
             log.info("%s: fine-tuning on %d labelled images into %s", self.slot.name, len(items), output)
             result = train(cfg, progress=False)
         published = self.slot.publish(result.best or result.last)
+        # The resume state (optimiser, RNG) is several times the model's size and the plugin never resumes a run.
+        result.state.unlink(missing_ok=True)
         return {"model": self.slot.name, "run": str(result.output), "checkpoint": str(published),
                 "steps": result.steps, "images": len(items), "metrics": result.metrics[-1] if result.metrics else {}}
