@@ -87,7 +87,7 @@ def _seg_item(image: Volume, seg_path: Path, labels: LabelMap, cfg: DataConfig, 
         if c < len(lut):
             lut[c] = m
     instances, classes = semantic_to_instances(lut[class_map], {i: i for i in range(1, labels.num_classes)}, name)
-    return AnnotatedVolume(image, instances, classes, name)
+    return AnnotatedVolume(image, instances, classes, name, per_slice_instances=True)
 
 
 def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConfig) -> AnnotatedVolume:
@@ -119,7 +119,7 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
             raise DataError(f"{name}: instance label maps need a class table (data.class_table or the item's 'classes')")
         return AnnotatedVolume(image, values, instance_classes(table, labels, name), name)
     instances, classes = semantic_to_instances(values, class_lookup(labels, cfg.label_values, name), name)
-    return AnnotatedVolume(image, instances, classes, name)
+    return AnnotatedVolume(image, instances, classes, name, per_slice_instances=True)
 
 
 def load_datalist_items(
