@@ -27,17 +27,20 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 def window(array: np.ndarray, center: float, width: float) -> np.ndarray:
     """Map values in [center - width/2, center + width/2] (e.g. HU) linearly to [0, 1], clipping outside; float32."""
     lo = center - width / 2.0
-    out = (np.asarray(array, dtype=np.float32) - np.float32(lo)) * np.float32(1.0 / width)
+    # One float32 array, filled in place: a 512 x 512 x 300 CT must not need three volume-sized temporaries.
+    out = np.subtract(array, np.float32(lo), dtype=np.float32)
+    out *= np.float32(1.0 / width)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
 def percentile_normalise(array: np.ndarray, lower: float = 1.0, upper: float = 99.5) -> np.ndarray:
     """Map the [lower, upper] percentiles of the array (MR, microscopy) to [0, 1], clipping outside; float32."""
-    a = np.asarray(array, dtype=np.float32)
+    a = np.asarray(array)
     lo, hi = np.percentile(a, [lower, upper])
     if hi <= lo:
-        return np.zeros_like(a)
-    out = (a - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+        return np.zeros(a.shape, dtype=np.float32)
+    out = np.subtract(a, np.float32(lo), dtype=np.float32)  # one float32 array, then in place (see window)
+    out *= np.float32(1.0 / (hi - lo))
     return np.clip(out, 0.0, 1.0, out=out)
 
 
