@@ -1,0 +1,88 @@
+"""`PredictorConfig`: every choice the slice-wise predictor makes, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+LINK_METRICS = ("iou", "overlap")
+TTA_FLIPS = ("x", "y")
+
+
+@dataclass
+class PredictorConfig:
+    """How a volume is turned into 3D instances (docs/inference.md explains each step).
+
+    Attributes:
+        intensity: intensity preset ("ct:liver", "ct:60,200", "percentile", "auto"); None = the model's own preset.
+        score_threshold: per-slice detections scoring below this are dropped.
+        mask_threshold: mask probability at or above which a pixel belongs to an instance.
+        batch_size: slices per forward pass; None = automatic (from free GPU memory on CUDA, 4 on CPU).
+        amp: float16 autocast on CUDA (ignored on CPU).
+        skip_empty_slices: slices whose normalised intensities never exceed `empty_slice_max` (e.g. all air under a CT
+            window) are not run through the network.
+        empty_slice_max: see `skip_empty_slices`; 0.0 means "nothing above the window floor / 1st percentile".
+        link_metric: "iou" (intersection / union) or "overlap" (intersection / smaller area, robust where a
+            lesion shrinks towards its poles) between masks on adjacent slices.
+        link_threshold: minimum link_metric for two same-class masks on adjacent slices to be one 3D instance.
+        join_branches: True: a mask left unmatched by the one-to-one matching joins the 3D instance of its best
+            overlapping neighbour (a cross-section that splits or merges stays one object); False: it starts a
+            separate instance.
+        min_voxels: 3D instances with fewer voxels are removed.
+        min_volume_mm3: 3D instances smaller than this volume are removed (both limits apply).
+        tta_flips: test-time flips merged with the plain prediction: () none, ("x",), ("y",) or ("x", "y").
+        tta_iou: box IoU at which detections from different flips are the same object.
+        image_key: key of the image in MONAI dictionaries.
+    """
+
+    intensity: str | None = None
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    batch_size: int | None = None
+    amp: bool = True
+    skip_empty_slices: bool = True
+    empty_slice_max: float = 0.0
+    link_metric: str = "overlap"
+    link_threshold: float = 0.3
+    join_branches: bool = True
+    min_voxels: int = 10
+    min_volume_mm3: float = 0.0
+    tta_flips: tuple[str, ...] = ()
+    tta_iou: float = 0.5
+    image_key: str = "image"
+
+    def __post_init__(self) -> None:
+        self.tta_flips = tuple(self.tta_flips)
+        for name in ("score_threshold", "mask_threshold", "link_threshold", "tta_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if self.mask_threshold <= 0.0:
+            raise ValueError("mask_threshold must be above 0 (0 would make every box pixel foreground)")
+        if self.link_threshold <= 0.0:
+            raise ValueError("link_threshold must be above 0 (0 would link masks that do not touch)")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None (auto); got {self.batch_size}")
+        if self.link_metric not in LINK_METRICS:
+            raise ValueError(f"link_metric must be one of {LINK_METRICS}; got {self.link_metric!r}")
+        if self.min_voxels < 0 or self.min_volume_mm3 < 0:
+            raise ValueError("min_voxels and min_volume_mm3 must be >= 0")
+        if not set(self.tta_flips) <= set(TTA_FLIPS) or len(set(self.tta_flips)) != len(self.tta_flips):
+            raise ValueError(f"tta_flips must be distinct axes from {TTA_FLIPS}; got {self.tta_flips}")
+        if self.intensity is not None:
+            from medmrcnn.transforms import resolve_intensity
+
+            resolve_intensity(self.intensity, "CT")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (what reports record)."""
+        d = asdict(self)
+        d["tta_flips"] = list(self.tta_flips)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PredictorConfig":
+        """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown predictor config keys: {sorted(unknown)}")
+        return cls(**d)

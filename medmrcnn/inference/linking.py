@@ -1,0 +1,145 @@
+"""3D instances from per-slice instances: optimal matching of overlapping masks on adjacent slices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from medmrcnn.inference.config import LINK_METRICS
+from medmrcnn.structures import SliceInstances
+
+# Subtracted per rank so that among equal overlaps the matching prefers earlier (higher-scoring) detections.
+_TIE_BREAK = 1e-9
+
+
+@dataclass
+class LinkedInstance:
+    """One 3D instance: the per-slice instances it is made of.
+
+    Attributes:
+        members: (z, i) pairs, i indexing slices[z], sorted by z then i.
+        class_id: class of every member (linking never joins different classes).
+        scores: per-member detection scores, in `members` order.
+        voxel_count: sum of the members' mask areas (before overlaps with other instances are resolved).
+    """
+
+    members: list[tuple[int, int]]
+    class_id: int
+    scores: list[float]
+    voxel_count: int
+
+    @property
+    def slice_range(self) -> tuple[int, int]:
+        """(first, last) slice index, inclusive."""
+        return self.members[0][0], self.members[-1][0]
+
+
+class _DisjointSets:
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, a: int) -> int:
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:  # path compression keeps long chains cheap
+            self.parent[a], a = root, self.parent[a]
+        return int(root)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def mask_similarity(a: SliceInstances, b: SliceInstances, metric: str = "overlap") -> np.ndarray:
+    """float64[N, M] similarity of masks on two slices of the same grid; 0 between different classes.
+
+    metric: "iou" = intersection / union; "overlap" = intersection / smaller area (1 when one mask lies
+    inside the other, so a lesion that shrinks towards its pole stays linked).
+    """
+    if metric not in LINK_METRICS:
+        raise ValueError(f"metric must be one of {LINK_METRICS}; got {metric!r}")
+    inter = a.intersection(b).astype(np.float64)
+    area_a, area_b = a.area()[:, None].astype(np.float64), b.area()[None, :].astype(np.float64)
+    if metric == "iou":
+        denom = area_a + area_b - inter
+    else:
+        denom = np.minimum(area_a, area_b)
+    sim = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+    sim[a.labels[:, None] != b.labels[None, :]] = 0.0
+    return sim
+
+
+def link_instances_across_slices(
+    slices: Sequence[SliceInstances],
+    *,
+    metric: str = "overlap",
+    threshold: float = 0.3,
+    join_branches: bool = True,
+    min_voxels: int = 0,
+    min_volume_mm3: float = 0.0,
+    voxel_volume_mm3: float = 1.0,
+) -> list[LinkedInstance]:
+    """Join per-slice instances of adjacent slices into 3D instances.
+
+    Between slices z and z+1, masks of the same class with `mask_similarity` >= `threshold` are candidate links;
+    an optimal one-to-one matching (Hungarian, scipy's linear_sum_assignment, maximising total similarity; ties go
+    to the earlier, higher-scoring detection) links chains. A mask the matching leaves unpaired although it
+    overlaps a neighbour is a split or a merge of a cross-section: with `join_branches` it joins that neighbour's
+    3D instance (its best-overlapping one), otherwise it starts (or ends) an instance of its own.
+
+    Args:
+        slices: one SliceInstances per slice, in z order.
+        metric, threshold: see mask_similarity.
+        join_branches: see above.
+        min_voxels, min_volume_mm3: 3D instances below either size are removed as fragments.
+        voxel_volume_mm3: volume of one voxel, for min_volume_mm3.
+    Returns:
+        3D instances ordered by first slice, then by their first member's index on that slice.
+    """
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in slices])]).astype(int)
+    sets = _DisjointSets(int(offsets[-1]))
+    for z in range(len(slices) - 1):
+        a, b = slices[z], slices[z + 1]
+        if not len(a) or not len(b):
+            continue
+        sim = mask_similarity(a, b, metric)
+        valid = sim >= threshold
+        if not valid.any():
+            continue
+        rank = np.arange(len(a))[:, None] + np.arange(len(b))[None, :]
+        gain = np.where(valid, sim - _TIE_BREAK * rank, 0.0)
+        rows, cols = linear_sum_assignment(gain, maximize=True)
+        matched = [(i, j) for i, j in zip(rows, cols) if valid[i, j]]
+        for i, j in matched:
+            sets.union(offsets[z] + i, offsets[z + 1] + j)
+        if join_branches:
+            paired_a = {i for i, _ in matched}
+            paired_b = {j for _, j in matched}
+            for i in range(len(a)):
+                if i not in paired_a and valid[i].any():
+                    sets.union(offsets[z] + i, offsets[z + 1] + int(np.argmax(sim[i])))
+            for j in range(len(b)):
+                if j not in paired_b and valid[:, j].any():
+                    sets.union(offsets[z + 1] + j, offsets[z] + int(np.argmax(sim[:, j])))
+
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for z, s in enumerate(slices):
+        for i in range(len(s)):
+            groups.setdefault(sets.find(offsets[z] + i), []).append((z, i))
+    areas = [s.area() for s in slices]
+    out = []
+    for members in groups.values():  # dict order = order of first member, i.e. by (z, i)
+        count = int(sum(areas[z][i] for z, i in members))
+        if count < min_voxels or count * voxel_volume_mm3 < min_volume_mm3:
+            continue
+        z0, i0 = members[0]
+        out.append(LinkedInstance(
+            members=members, class_id=int(slices[z0].labels[i0]),
+            scores=[float(slices[z].scores[i]) for z, i in members], voxel_count=count,
+        ))
+    return out
