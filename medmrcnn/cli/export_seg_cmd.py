@@ -33,6 +33,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                                                       "(index as listed by `medmrcnn inspect`, or SeriesInstanceUID)")
     p.add_argument("--type", default="BINARY", choices=("BINARY", "LABELMAP"), dest="segmentation_type",
                    help="BINARY (default, displayed by every viewer) or LABELMAP (compact; newer viewers)")
+    p.add_argument("--algorithm-type", default="AUTOMATIC", choices=("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"),
+                   help="AUTOMATIC: a medmrcnn prediction (default); SEMIAUTOMATIC: a prediction a person edited; "
+                        "MANUAL: a person's annotation (no algorithm named)")
     p.add_argument("--series-description", default="medmrcnn segmentation", help="SeriesDescription of the SEG")
 
 
@@ -74,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels) if args.labels else None
     out = write_seg(label, reference, args.output, labels, per_instance=args.per_instance,
                     label_config=args.label_config, segmentation_type=args.segmentation_type,
-                    series_description=args.series_description)
+                    algorithm_type=args.algorithm_type, series_description=args.series_description)
     print(f"wrote {out}")
     return 0

@@ -19,7 +19,7 @@ from medmrcnn.errors import LabelConfigError
 
 FORMAT = "medmrcnn-seg-label-config"
 DEFAULT_CONFIG = "seg_label_config.json"
-_CLASS_KEYS = {"category", "type", "modifier", "colour", "aliases", "description"}
+_CLASS_KEYS = {"category", "type", "modifier", "colour", "aliases"}
 _CODE_KEYS = {"scheme", "code", "meaning"}
 
 

@@ -26,6 +26,12 @@ from medmrcnn.volume import Volume
 log = logging.getLogger(__name__)
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+# ContentDescription per SegmentAlgorithmType: a prediction, a prediction a person edited, or a person's drawing.
+ALGORITHM_TYPES = {
+    "AUTOMATIC": "Automatic segmentation by medmrcnn",
+    "SEMIAUTOMATIC": "Segmentation by medmrcnn, edited by a person",
+    "MANUAL": "Manual segmentation, converted by medmrcnn",
+}
 ALGORITHM_NAME = "medmrcnn"
 CONTENT_LABEL = "MEDMRCNN"
 
@@ -41,15 +47,16 @@ def _coded(code: Any) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme_designator, meaning=code.meaning)
 
 
-def segment_description(spec: SegmentSpec, algorithm: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
-    """The SegmentSequence item of one segment: codes, AUTOMATIC algorithm, colour and tracking identifiers."""
+def segment_description(spec: SegmentSpec, algorithm_type: str,
+                        algorithm: hd.AlgorithmIdentificationSequence | None) -> hd.seg.SegmentDescription:
+    """The SegmentSequence item of one segment: codes, algorithm, colour and tracking identifiers."""
     concept = spec.concept
     desc = hd.seg.SegmentDescription(
         segment_number=spec.number,
         segment_label=spec.label[:64],
         segmented_property_category=_coded(concept.category),
         segmented_property_type=_coded(concept.type),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=algorithm_type,
         algorithm_identification=algorithm,
         tracking_id=spec.tracking_id[:64] if spec.tracking_id else None,
         tracking_uid=hd.UID() if spec.tracking_id else None,
@@ -126,6 +133,7 @@ def write_seg(
     label_config: LabelConfig | str | Path | None = None,
     *,
     segmentation_type: str = "BINARY",
+    algorithm_type: str = "AUTOMATIC",
     series_description: str = "medmrcnn segmentation",
     series_number: int | None = None,
 ) -> Path:
@@ -141,6 +149,8 @@ def write_seg(
             instead of one per class; a bare class map is split into 3D connected components.
         label_config: LabelConfig, or a JSON file merged over the shipped defaults (None: defaults only).
         segmentation_type: "BINARY" (default; what viewers display) or "LABELMAP" (highdicom >= 0.24).
+        algorithm_type: "AUTOMATIC" (a medmrcnn prediction), "SEMIAUTOMATIC" (a prediction a person edited, e.g. a
+            MONAI Label final label) or "MANUAL" (a person's annotation; then no algorithm is named).
         series_description: SeriesDescription of the new series.
         series_number: SeriesNumber (default: the reference's + 1000, so it sorts next to its source).
     Returns:
@@ -154,6 +164,9 @@ def write_seg(
     if segmentation_type == "LABELMAP" and not highdicom_supports_labelmap():
         raise ExportError(f"{path}: LABELMAP segmentations need highdicom >= 0.24 (installed {hd.__version__}); "
                           "use BINARY")
+    algorithm_type = algorithm_type.upper()
+    if algorithm_type not in ALGORITHM_TYPES:
+        raise ExportError(f"{path}: algorithm type {algorithm_type!r} is not one of {tuple(ALGORITHM_TYPES)}")
     config = label_config if isinstance(label_config, LabelConfig) else load_label_config(label_config)
     plan = _plan(result_or_labelmap, reference, labels, per_instance, config)
     if not plan.segments:
@@ -162,7 +175,7 @@ def write_seg(
     sources, pixels = source_images(reference, plan.array)
     from medmrcnn import __version__
 
-    algorithm = hd.AlgorithmIdentificationSequence(
+    algorithm = None if algorithm_type == "MANUAL" else hd.AlgorithmIdentificationSequence(
         name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__,
     )
     if series_number is None:
@@ -172,7 +185,7 @@ def write_seg(
             source_images=sources,
             pixel_array=pixels,
             segmentation_type=segmentation_type,
-            segment_descriptions=[segment_description(s, algorithm) for s in plan.segments],
+            segment_descriptions=[segment_description(s, algorithm_type, algorithm) for s in plan.segments],
             series_instance_uid=hd.UID(),
             series_number=series_number,
             sop_instance_uid=hd.UID(),
@@ -182,7 +195,7 @@ def write_seg(
             software_versions=__version__,
             device_serial_number="0",
             content_label=CONTENT_LABEL,
-            content_description="Automatic segmentation by medmrcnn",
+            content_description=ALGORITHM_TYPES[algorithm_type],
             omit_empty_frames=True,
         )
     except ValueError as e:

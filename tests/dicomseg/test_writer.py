@@ -207,6 +207,20 @@ def test_labelmap_segmentation_type(phantom_case, tmp_path):
     assert back.segmentation_type == "LABELMAP" and np.array_equal(back.class_map.array, truth)
 
 
+@pytest.mark.parametrize("algorithm_type", ["SEMIAUTOMATIC", "MANUAL"])
+def test_edited_and_manual_segmentations(algorithm_type, tmp_path):
+    ref = load_volume(real_file("CT_small.dcm"))
+    truth = two_blobs(ref.shape)
+    out = write_seg(truth, ref, tmp_path / "seg.dcm", TWO_CLASSES, algorithm_type=algorithm_type)
+    assert_seg_matches(out, ref, truth, tmp_path / "dcmqi")
+    ds = pydicom.dcmread(out, stop_before_pixels=True)
+    assert {item.SegmentAlgorithmType for item in ds.SegmentSequence} == {algorithm_type}
+    # A person's drawing names no algorithm; an edited prediction still names the one that made it.
+    named = ["SegmentationAlgorithmIdentificationSequence" in item for item in ds.SegmentSequence]
+    assert named == [algorithm_type != "MANUAL"] * 2
+    assert [s.algorithm_type for s in read_seg(out, ref).segments] == [algorithm_type] * 2
+
+
 def test_empty_prediction_writes_nothing(phantom_case, tmp_path):
     empty = np.zeros(phantom_case.reference.shape, dtype=np.uint8)
     with pytest.raises(ExportError, match="empty"):
