@@ -37,7 +37,10 @@ class SegmentConcept:
     def matches_codes(self, category: Code | None, type_: Code, modifier: Code | None) -> bool:
         """True when a segment's codes mean this class (pydicom maps legacy SRT codes to SCT when comparing)."""
         same_category = category is None or category == self.category
-        same_modifier = (modifier is None) == (self.modifier is None) and (modifier is None or modifier == self.modifier)
+        if modifier is None or self.modifier is None:
+            same_modifier = modifier is None and self.modifier is None
+        else:
+            same_modifier = modifier == self.modifier
         return same_category and type_ == self.type and same_modifier
 
 
@@ -84,7 +87,8 @@ def _code(value: Any, where: str) -> Code:
         raise LabelConfigError(f"{where}: scheme, code and meaning must be non-empty strings; got {value!r}")
     if len(value["code"]) > 16 or len(value["meaning"]) > 64:
         raise LabelConfigError(f"{where}: code value is at most 16 and meaning at most 64 characters (DICOM SH/LO)")
-    return Code(value=value["code"].strip(), scheme_designator=value["scheme"].strip(), meaning=value["meaning"].strip())
+    return Code(value=value["code"].strip(), scheme_designator=value["scheme"].strip(),
+                meaning=value["meaning"].strip())
 
 
 def _concept(name: str, entry: Any, where: str) -> SegmentConcept:

@@ -131,6 +131,7 @@ def check_same_grid(affine: np.ndarray, shape: tuple[int, ...], reference_affine
     elif np.abs(affine[:3, :3] / spacing - reference_affine[:3, :3] / ref_spacing).max() > ORIENTATION_TOL:
         detail = "orientation (direction cosines) differs, e.g. a flipped or transposed axis"
     else:
-        detail = f"origin {np.round(affine[:3, 3], 3).tolist()} mm vs {np.round(reference_affine[:3, 3], 3).tolist()} mm"
+        detail = (f"origin {np.round(affine[:3, 3], 3).tolist()} mm vs "
+                  f"{np.round(reference_affine[:3, 3], 3).tolist()} mm")
     raise GeometryMismatchError(f"{what}: not on the reference's voxel grid: {detail}; resample the label map onto the "
                                 "reference grid")

@@ -129,7 +129,8 @@ def _frame_segment_numbers(seg: Any) -> np.ndarray:
     return np.asarray(numbers, dtype=np.int64)
 
 
-def _own_grid(positions: np.ndarray, orientation: np.ndarray, spacing: np.ndarray, seg: Any) -> tuple[np.ndarray, tuple]:
+def _own_grid(positions: np.ndarray, orientation: np.ndarray, spacing: np.ndarray,
+              seg: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Affine and (z, y, x) shape of the grid the frames span (slice step from the SEG, else the frame positions)."""
     row, col = orientation[:3], orientation[3:]
     normal = np.cross(row, col)

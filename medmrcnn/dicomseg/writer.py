@@ -11,6 +11,7 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from skimage.color import rgb2lab
 
+from medmrcnn import __version__
 from medmrcnn.compat import highdicom_supports_labelmap, write_dicom
 from medmrcnn.dicomseg.concepts import LabelConfig, load_label_config
 from medmrcnn.dicomseg.geometry import check_same_grid
@@ -173,8 +174,6 @@ def write_seg(
         raise ExportError(f"{path}: not written: the segmentation is empty (no foreground voxel), and a DICOM-SEG "
                           "must hold at least one non-empty segment")
     sources, pixels = source_images(reference, plan.array)
-    from medmrcnn import __version__
-
     algorithm = None if algorithm_type == "MANUAL" else hd.AlgorithmIdentificationSequence(
         name=ALGORITHM_NAME, family=codes.cid7162.ArtificialIntelligence, version=__version__,
     )

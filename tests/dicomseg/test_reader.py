@@ -109,7 +109,7 @@ def test_modifiers_and_colours_round_trip(tmp_path):
     back = read_seg(out, ref)
     config = load_label_config()
     assert back.labels.names == ("kidney_left", "kidney_right")
-    for seg, name in zip(back.segments, ("kidney_left", "kidney_right")):
+    for seg, name in zip(back.segments, ("kidney_left", "kidney_right"), strict=True):
         concept = config.concept_for(name)
         assert seg.modifier == concept.modifier and seg.type == concept.type
         assert np.abs(np.subtract(seg.colour, concept.colour)).max() <= 1

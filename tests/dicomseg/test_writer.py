@@ -50,7 +50,7 @@ def test_phantom_series_one_segment_per_class(phantom_case, tmp_path):
 
     attributes = assert_seg_matches(out, ref, truth, tmp_path / "dcmqi")
     config = load_label_config()
-    for attr, name in zip(attributes, ["liver", "kidney", "tumour"]):
+    for attr, name in zip(attributes, ["liver", "kidney", "tumour"], strict=True):
         concept = config.concept_for(name)
         assert attr["SegmentLabel"] == name and attr["SegmentAlgorithmType"] == "AUTOMATIC"
         assert attr["SegmentedPropertyCategoryCodeSequence"]["CodeValue"] == concept.category.value
