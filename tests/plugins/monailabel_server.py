@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from tests.plugins.conftest import APP_DIR
 
 STARTUP_TIMEOUT_S = 240
@@ -64,8 +66,10 @@ def start_server(studies: Path, log: Path, conf: dict[str, str]) -> RunningServe
            "--host", "127.0.0.1", "--port", str(port)]
     for key, value in conf.items():
         cmd += ["--conf", key, value]
-    # The `monailabel` launcher runs whichever `python` is first on PATH: make it this venv's.
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "2",
+    # The `monailabel` launcher runs whichever `python` is first on PATH: make it this venv's. The server computes
+    # with as many threads as this process, so its results can be compared with the library's bit for bit.
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "OMP_NUM_THREADS": str(torch.get_num_threads()),
            "MONAI_LABEL_SESSIONS": "false", "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

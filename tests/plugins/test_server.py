@@ -130,22 +130,12 @@ def test_infer_returns_label_on_image_grid_matching_phantom_and_library(
         assert {"score_max", "score_mean", "centroid_mm", "longest_diameter_mm"} <= set(got)
 
     # And it finds the phantom's organs and tumours.
-    gt = np.load(Path(data["ct"]).with_name("ct_instances.npy"))
-    classes = {int(k): v for k, v in json.loads(Path(data["ct"]).with_name("ct_classes.json").read_text()).items()}
-    pred = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
-    for inst, cls in classes.items():
-        truth = gt == inst
-        if truth.sum() < 200:
-            continue
-        assert dice(pred == cls, truth) > 0.0, f"phantom instance {inst} (class {cls}) not found at all"
-    for cls, name in ((1, "liver"), (2, "kidney"), (3, "tumour")):
-        truth = np.isin(gt, [i for i, c in classes.items() if c == cls])
-        assert dice(served == cls, truth) > 0.7, f"{name}: Dice {dice(served == cls, truth):.2f}"
-    n_true_tumours = sum(1 for i, c in classes.items() if c == 3 and (gt == i).sum() >= 200)
-    assert sum(r["class_name"] == "tumour" for r in result["instances"]) == n_true_tumours
+    truth = nib.load(data["ct_truth"]).get_fdata().astype(int).transpose(2, 1, 0)
+    for cls, name, floor in ((1, "liver", 0.75), (2, "kidney", 0.75), (3, "tumour", 0.6)):
+        assert dice(served == cls, truth == cls) > floor, f"{name}: Dice {dice(served == cls, truth == cls):.2f}"
 
 
-def test_instance_label_on_request(client: MONAILabelClient, ct_reference) -> None:
+def test_instance_label_on_request(client: MONAILabelClient, data: dict[str, Path], ct_reference) -> None:
     label_file, result = client.infer(VOLUME, "ct", {"label_type": "instance", "result_extension": ".nrrd"})
     assert label_file.endswith(".nrrd")
     served = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
@@ -154,6 +144,23 @@ def test_instance_label_on_request(client: MONAILabelClient, ct_reference) -> No
     assert result["label_type"] == "instance"
     assert result["label_names"] == {f"{r.class_name} {r.id}": r.id for r in ref.instances}
     assert [r["label_value"] for r in result["instances"]] == [r.id for r in ref.instances]
+
+    # Every phantom instance (liver, each kidney, each tumour) is one served instance of its class.
+    gt = np.load(data["ct"].with_name("ct_instances.npy"))
+    classes = {int(k): v for k, v in json.loads(data["ct"].with_name("ct_classes.json").read_text()).items()}
+    class_of = {r["label_value"]: r["class_id"] for r in result["instances"]}
+    matched = set()
+    for inst, cls in classes.items():
+        truth = gt == inst
+        if truth.sum() < 200:  # slivers of a few voxels are not a fair test of a 2D detector
+            continue
+        ids, counts = np.unique(served[truth], return_counts=True)
+        best = int(max(((c, i) for i, c in zip(ids, counts, strict=True) if i != 0), default=(0, 0))[1])
+        assert best != 0, f"phantom instance {inst} (class {cls}) not found"
+        assert class_of[best] == cls, f"phantom instance {inst}: class {class_of[best]} instead of {cls}"
+        assert dice(served == best, truth) > 0.5, f"phantom instance {inst}: Dice {dice(served == best, truth):.2f}"
+        assert best not in matched, f"phantom instances merged into served instance {best}"
+        matched.add(best)
 
 
 def test_cells_model_segments_2d_images(client: MONAILabelClient, data: dict[str, Path]) -> None:
