@@ -257,7 +257,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     for key in ("datalist", "coco_train", "coco_val", "image_root"):
         if data.get(key) and not Path(data[key]).is_absolute():
             data[key] = str((path.parent / data[key]).resolve())
-    if raw.get("init") and not Path(raw["init"]).is_absolute() and (path.parent / raw["init"]).exists():
+    if raw.get("init") and not Path(raw["init"]).is_absolute():
         raw["init"] = str((path.parent / raw["init"]).resolve())
     raw.update(overrides or {})
     try:
