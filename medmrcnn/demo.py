@@ -19,6 +19,7 @@ from medmrcnn.batch import BatchEvents, BatchOptions, BatchSummary, load_predict
 from medmrcnn.batch.outputs import FILES
 from medmrcnn.errors import ExportError, GeometryMismatchError, VolumeLoadError
 from medmrcnn.fileio import atomic_write_text
+from medmrcnn.io import save_volume
 from medmrcnn.synthetic import Phantom, make_ct_phantom
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ DEMO_SEED = 424242
 DEMO_SHAPE = (64, 512, 512)
 DEMO_SPACING = (2.5, 0.7, 0.7)
 DEMO_FORMATS = ("nifti", "seg", "json", "png")
-INPUT_DIR, RESULTS_DIR, REPORT = "ct_phantom_dicom", "results", "demo_report.json"
+INPUT_DIR, TRUTH, RESULTS_DIR, REPORT = "ct_phantom_dicom", "ct_phantom_truth.nii.gz", "results", "demo_report.json"
 
 
 @dataclass
@@ -56,6 +57,7 @@ class DemoResult:
 
     Attributes:
         dicom_dir: the synthetic CT series (input).
+        truth: the phantom's true class label map (NIfTI on the series' grid), to compare in a viewer.
         study_dir: the study's output folder (DICOM-SEG, NIfTI, JSON report, overlay PNG).
         outputs: the files written into `study_dir`.
         findings: one per true structure.
@@ -66,6 +68,7 @@ class DemoResult:
     """
 
     dicom_dir: Path
+    truth: Path
     study_dir: Path
     outputs: list[Path]
     findings: list[Finding]
@@ -178,6 +181,7 @@ def run_demo(
     phantom = demo_phantom()
     dicom_dir = output / INPUT_DIR
     _write_input(phantom, dicom_dir)
+    truth = save_volume(phantom.volume.with_array(phantom.class_map()), output / TRUTH)
     predictor, settings = load_predictor(weights, device=device)
     results = output / RESULTS_DIR
     options = BatchOptions(results, DEMO_FORMATS, overwrite=True, settings={**settings, "formats": list(DEMO_FORMATS)})
@@ -197,4 +201,4 @@ def run_demo(
     }
     atomic_write_text(report, json.dumps(doc, indent=2) + "\n")
     outputs = [study_dir / name for name in outcome.outputs]
-    return DemoResult(dicom_dir, study_dir, outputs, findings, instances, summary, seconds, report)
+    return DemoResult(dicom_dir, truth, study_dir, outputs, findings, instances, summary, seconds, report)

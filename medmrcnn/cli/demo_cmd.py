@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     with BatchProgress(bars=not args.quiet and sys.stderr.isatty(), quiet=True) as progress:
         result = run_demo(args.output, weights=args.weights, device=args.device, events=progress)
     print(f"\n{'input (DICOM series)':<22} {result.dicom_dir}")
+    print(f"{'true labels (NIfTI)':<22} {result.truth}")
     for path in result.outputs:
         if path.name in LABELS:
             print(f"{LABELS[path.name]:<22} {path}")
