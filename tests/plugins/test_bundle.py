@@ -96,6 +96,6 @@ def _write_data_override(tmp_path: Path) -> Path:
     """A data section of two tiny generated volumes, so that one training step stays cheap."""
     path = tmp_path / "data.json"
     path.write_text(json.dumps({"source": "phantom", "phantom": {
-        "kind": "ct", "n_train": 1, "n_val": 1, "seed": 7, "slices": [4, 4], "field_of_view_mm": [260, 260],
+        "kind": "ct", "n_train": 1, "n_val": 0, "seed": 7, "slices": [4, 4], "field_of_view_mm": [260, 260],
         "pixel_spacing_mm": [1.4, 1.4], "max_matrix": 256}}))
     return path

@@ -173,7 +173,7 @@ def test_cells_model_segments_2d_images(client: MONAILabelClient, data: dict[str
     assert result["image"]["shape"] == [1, 96, 96] and len(result["instances"]) == ref.num_instances
 
 
-def test_bad_requests_are_refused_and_the_server_keeps_serving(
+def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
     client: MONAILabelClient, server: RunningServer, data: dict[str, Path]
 ) -> None:
     def status_of(call) -> int:
@@ -195,27 +195,26 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(
 
     assert server.alive()
     assert set(client.info()["models"]) == {VOLUME, CELLS}
-    label_file, _ = client.infer(VOLUME, "ct", {})
-    assert nib.load(label_file).shape == nib.load(data["ct"]).shape
+    label_file, _ = client.infer(CELLS, "cells", {})
+    assert nib.load(label_file).shape[:2] == (96, 96)
+    # A correct label (the phantom's truth on its grid) is kept as the image's final label.
+    assert client.save_label("ct", str(data["ct_truth"]))["label"] == "ct"
+    assert "final" in client.datastore()["objects"]["ct"]["labels"]
 
 
 def test_ten_concurrent_infer_requests_all_return_correct_labels(
     server: RunningServer, data: dict[str, Path], tmp_path: Path
 ) -> None:
-    first = MONAILabelClient(server.url, tmpdir=str(tmp_path))
-    expected = {}
-    for name in ("small_a", "small_b"):
-        first.upload_image(str(data[name]), image_id=name)
-        expected[name] = library_result(data[name]).class_map
-        assert expected[name].any()
+    names = ("small_a", "small_b")
+    for name in names:
+        MONAILabelClient(server.url, tmpdir=str(tmp_path)).upload_image(str(data[name]), image_id=name)
     results: dict[int, np.ndarray | BaseException] = {}
 
     def request(i: int) -> None:
-        name = ("small_a", "small_b")[i % 2]
         folder = tmp_path / f"r{i}"
         folder.mkdir()
         try:
-            label_file, _ = MONAILabelClient(server.url, tmpdir=str(folder)).infer(VOLUME, name, {})
+            label_file, _ = MONAILabelClient(server.url, tmpdir=str(folder)).infer(VOLUME, names[i % 2], {})
             results[i] = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
         except BaseException as e:  # noqa: BLE001 - reported below
             results[i] = e
@@ -223,12 +222,14 @@ def test_ten_concurrent_infer_requests_all_return_correct_labels(
     threads = [threading.Thread(target=request, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()
+    expected = {name: library_result(data[name]).class_map for name in names}  # while the server works
     for t in threads:
         t.join(timeout=300)
+    assert all(e.any() for e in expected.values())
     assert len(results) == 10
     for i, got in results.items():
         assert not isinstance(got, BaseException), f"request {i}: {got}"
-        assert (got == expected[("small_a", "small_b")[i % 2]]).all(), f"request {i} returned another image's label"
+        assert (got == expected[names[i % 2]]).all(), f"request {i} returned another image's label"
 
 
 def test_active_learning_picks_the_least_confident_unlabeled_image(
@@ -252,8 +253,7 @@ def test_active_learning_picks_the_least_confident_unlabeled_image(
 def test_saved_label_and_train_publish_a_checkpoint_the_next_infer_uses(
     client: MONAILabelClient, server: RunningServer, data: dict[str, Path]
 ) -> None:
-    saved = client.save_label("ct", str(data["ct_truth"]))
-    assert saved["label"] == "ct"
+    assert client.datastore()["objects"]["ct"]["labels"]["final"]  # saved by the bad-requests test
     task = client.train_start(VOLUME, {"max_epochs": 1, "steps_per_epoch": 1})
     assert task["status"] in ("SUBMITTED", "RUNNING")
     deadline = time.monotonic() + 400
