@@ -133,7 +133,7 @@ def compare_with_truth(phantom: Phantom, pred_instances: np.ndarray, pred_classe
     pred_class = {i: int(np.bincount(pred_classes[pred_instances == i]).argmax()) for i in pred_ids}
     pairs = np.stack([gt.ravel(), pred_instances.ravel()])
     shared, counts = np.unique(pairs[:, (pairs[0] > 0) & (pairs[1] > 0)], axis=1, return_counts=True)
-    overlap = {(int(g), int(p)): int(n) for (g, p), n in zip(shared.T, counts)}
+    overlap = {(int(g), int(p)): int(n) for (g, p), n in zip(shared.T, counts, strict=True)}
     gt_size = np.bincount(gt.ravel())
     pred_size = np.bincount(pred_instances.ravel())
     findings, numbering = [], {}

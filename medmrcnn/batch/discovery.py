@@ -127,7 +127,7 @@ def _scan_loose_files(folder: Path, files: list[Path]) -> tuple[list[SeriesInfo]
     with ThreadPoolExecutor(io_workers()) as pool:
         headers = list(pool.map(_header_or_error, candidates))
     dicom = [h for h in headers if isinstance(h, DicomFile)]
-    bad = [(f, h.reason) for f, h in zip(candidates, headers) if isinstance(h, VolumeLoadError)]
+    bad = [(f, h.reason) for f, h in zip(candidates, headers, strict=True) if isinstance(h, VolumeLoadError)]
     if bad:
         # The unreadable file belongs to some series of this folder: none of them can be trusted to be complete.
         more = f" (and {len(bad) - 1} more bad files)" if len(bad) > 1 else ""

@@ -35,7 +35,7 @@ class Shard:
     local_world_size: int = 1
 
     @classmethod
-    def from_env(cls) -> "Shard":
+    def from_env(cls) -> Shard:
         """The shard torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (1 process without it)."""
         env = os.environ
         world = int(env.get("WORLD_SIZE", "1"))

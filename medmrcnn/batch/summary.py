@@ -55,7 +55,7 @@ class StudyOutcome:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudyOutcome":
+    def from_dict(cls, d: dict[str, Any]) -> StudyOutcome:
         """Inverse of `to_dict` (unknown keys ignored, so older manifests still load)."""
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in known})

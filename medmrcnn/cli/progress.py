@@ -23,7 +23,7 @@ class BatchProgress(BatchEvents):
         self.studies: tqdm | None = None
         self.slices: tqdm | None = None
 
-    def __enter__(self) -> "BatchProgress":
+    def __enter__(self) -> BatchProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

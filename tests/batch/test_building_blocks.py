@@ -47,10 +47,9 @@ def test_prefetch_without_threads_and_early_stop():
 
 
 def test_study_folder_appears_complete_or_not_at_all(tmp_path):
-    with pytest.raises(RuntimeError):
-        with study_folder(tmp_path, "s1") as tmp:
-            (tmp / "labels.nii.gz").write_bytes(b"x")
-            raise RuntimeError("killed while writing")
+    with pytest.raises(RuntimeError), study_folder(tmp_path, "s1") as tmp:
+        (tmp / "labels.nii.gz").write_bytes(b"x")
+        raise RuntimeError("killed while writing")
     assert list(tmp_path.iterdir()) == []  # neither the final name nor the temporary folder remains
     with study_folder(tmp_path, "s1") as tmp:
         assert tmp.name.startswith(".partial-s1-")
