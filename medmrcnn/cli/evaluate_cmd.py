@@ -24,8 +24,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and write the JSON."""
     from pathlib import Path
 
-    from medmrcnn.training import DataConfig
-    from medmrcnn.training.evaluate import evaluate, format_report
+    from medmrcnn.training import DataConfig, evaluate, format_report
 
     output = Path(args.output) if args.output else Path(args.weights).with_suffix(".eval.json")
     report = evaluate(args.weights, args.data, key=args.section, device=args.device,

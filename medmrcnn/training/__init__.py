@@ -2,10 +2,11 @@
 
 from medmrcnn.training.config import AugmentConfig, DataConfig, OptimConfig, PhantomConfig, TrainConfig, load_train_config
 from medmrcnn.training.engine import TrainResult, train
+from medmrcnn.training.evaluation import evaluate, format_report
 from medmrcnn.training.items import AnnotatedVolume
 from medmrcnn.training.targets import instances_to_target
 
 __all__ = [
     "AnnotatedVolume", "AugmentConfig", "DataConfig", "OptimConfig", "PhantomConfig", "TrainConfig", "TrainResult",
-    "instances_to_target", "load_train_config", "train",
+    "evaluate", "format_report", "instances_to_target", "load_train_config", "train",
 ]
