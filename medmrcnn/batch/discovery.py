@@ -1,7 +1,8 @@
 """Find the studies of a batch: every image series under the inputs, each one study, bad inputs isolated.
 
 An input is a DICOM file or folder (searched recursively; every image series is one study), a NIfTI / NRRD / MHA /
-PNG / TIFF file, a glob, or a text file (.txt/.lst/.list) listing such paths, one a line ('#' starts a comment).
+PNG / TIFF file, a glob, or a text file (.txt/.lst/.list) listing such paths or globs, one a line ('#' starts a
+comment).
 Discovery reads headers only (`medmrcnn.io.scan`), one sub-folder of an input at a time, and keeps only each
 study's file list: DICOM headers take tens of kB each in memory, too much for thousands of studies, so a study's
 headers are read again when its turn comes (`reload_series`). A corrupt file does not stop the batch: the folder
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -72,8 +74,14 @@ def _read_list(path: Path) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise VolumeLoadError(path, f"cannot read the list of inputs ({e})") from None
-    entries = [ln.split("#", 1)[0].strip() for ln in lines]
+    # '#' starts a comment at the start of a line or after a space (a '#' inside a file name is kept)
+    entries = [re.split(r"\s#", ln, maxsplit=1)[0].strip() for ln in lines if not ln.lstrip().startswith("#")]
     return [str(Path(e) if Path(e).is_absolute() else path.parent / e) for e in entries if e]
+
+
+def _expand_glob(pattern: str) -> list[tuple[Path, Path]]:
+    """(match, naming root) for each match of `pattern`, sorted."""
+    return [(Path(m), _glob_root(pattern)) for m in sorted(glob.glob(pattern, recursive=True))]
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
@@ -87,15 +95,17 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
         text = str(raw)
         path = Path(text)
         if _is_glob(text) and not path.exists():
-            matches = sorted(glob.glob(text, recursive=True))
+            matches = _expand_glob(text)
             if not matches:
                 raise VolumeLoadError(text, "no file or folder matches this pattern")
-            found += [(Path(m), _glob_root(text)) for m in matches]
+            found += matches
         elif not path.exists():
             raise VolumeLoadError(path, "no such file or folder")
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
-            entries = [Path(e) for e in _read_list(path)]
-            found += [(e, e if e.is_dir() else e.parent) for e in entries]
+            for entry in _read_list(path):
+                listed = Path(entry)
+                matches = _expand_glob(entry) if _is_glob(entry) and not listed.exists() else []
+                found += matches or [(listed, listed if listed.is_dir() else listed.parent)]
         else:
             found.append((path, path if path.is_dir() else path.parent))
     return found

@@ -84,10 +84,11 @@ def test_globs_list_files_and_output_folder_exclusion(tree, tmp_path):
     assert via_glob[0].name.startswith("p1_ct__")  # named by what the wildcard matched
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"# tonight's studies\n{tree / 'p1'}\n\n../{tmp_path.name}/missing  # gone\n"
-                       f"{tree / 'p4.nii.gz'}\n")
+                       f"{tree / 'p4.nii.gz'}\n{tree / 'p[23]' / 'ct'}\n")
     listed = discover_studies([listing])
-    assert [s.error is None for s in listed] == [True, False, True]
+    assert [s.error is None for s in listed] == [True, False, True, False]
     assert listed[1].error == "no such file or folder"
+    assert listed[3].source == tree / "p3" / "ct"  # a glob in the list
     # Outputs written inside an input folder are never inputs of a later run.
     out = tree / "p1" / "results"
     write_nifti(out / "labels.nii.gz", 9)
