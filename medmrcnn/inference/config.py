@@ -17,6 +17,9 @@ class PredictorConfig:
         intensity: intensity preset ("ct:liver", "ct:60,200", "percentile", "auto"); None = the model's own preset.
         score_threshold: per-slice detections scoring below this are dropped.
         mask_threshold: mask probability at or above which a pixel belongs to an instance.
+        duplicate_overlap: a detection whose mask lies at least this much (intersection / its own area) inside a
+            higher-scoring mask of the same class on the same slice is a duplicate and dropped (1.0: only exact
+            subsets).
         batch_size: slices per forward pass; None = automatic (from free GPU memory on CUDA, 4 on CPU).
         amp: float16 autocast on CUDA (ignored on CPU).
         skip_empty_slices: slices whose normalised intensities never exceed `empty_slice_max` (e.g. all air under a CT
@@ -38,6 +41,7 @@ class PredictorConfig:
     intensity: str | None = None
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
+    duplicate_overlap: float = 0.5
     batch_size: int | None = None
     amp: bool = True
     skip_empty_slices: bool = True
@@ -53,13 +57,14 @@ class PredictorConfig:
 
     def __post_init__(self) -> None:
         self.tta_flips = tuple(self.tta_flips)
-        for name in ("score_threshold", "mask_threshold", "link_threshold", "tta_iou"):
+        for name in ("score_threshold", "mask_threshold", "duplicate_overlap", "link_threshold", "tta_iou"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
         if self.mask_threshold <= 0.0:
             raise ValueError("mask_threshold must be above 0 (0 would make every box pixel foreground)")
-        if self.link_threshold <= 0.0:
-            raise ValueError("link_threshold must be above 0 (0 would link masks that do not touch)")
+        if self.link_threshold <= 0.0 or self.duplicate_overlap <= 0.0:
+            raise ValueError("link_threshold and duplicate_overlap must be above 0 (0 would join masks that do not "
+                             "touch)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (auto); got {self.batch_size}")
         if self.link_metric not in LINK_METRICS:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import collate_meta_tensor
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
@@ -57,7 +58,7 @@ class SliceWiseInferer(Inferer):
         if inputs.ndim == 5:
             # Indexing a batched MetaTensor gives each item with its own meta dict.
             outs = [result_to_metatensor(self.predictor.predict(inputs[b]), self.what) for b in range(inputs.shape[0])]
-            return torch.stack(outs)  # type: ignore[return-value]
+            return collate_meta_tensor(outs)  # a batch again, each item keeping its own affine
         return result_to_metatensor(self.predictor.predict(inputs), self.what)
 
 

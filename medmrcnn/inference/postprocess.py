@@ -47,6 +47,7 @@ def to_slice_instances(
     scale_xy: tuple[float, float] = (1.0, 1.0),
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
+    duplicate_overlap: float = 0.5,
 ) -> SliceInstances:
     """Keep detections scoring >= `score_threshold` and paste their masks onto the original slice grid.
 
@@ -54,9 +55,10 @@ def to_slice_instances(
         det: detections in the network's grid (CPU or GPU; moved to the CPU here, they are small).
         image_size: (height, width) of the original slice.
         scale_xy: original pixels per network pixel along x and y (1 when the slice was not resampled).
-        score_threshold, mask_threshold: see PredictorConfig.
+        score_threshold, mask_threshold, duplicate_overlap: see PredictorConfig.
     Returns:
-        compact instances, highest score first; detections whose mask is empty after thresholding are dropped.
+        compact instances, highest score first; detections whose mask is empty after thresholding, and duplicates
+        (`remove_duplicates`), are dropped.
     """
     keep = torch.nonzero(det.scores >= score_threshold).flatten()
     det = det.select(keep).to("cpu")
@@ -72,4 +74,26 @@ def to_slice_instances(
         masks.append(pasted[1])
         scores.append(float(det.scores[i]))
         labels.append(int(det.labels[i]))
-    return SliceInstances(image_size, np.array(boxes, dtype=np.int64).reshape(-1, 4), scores, labels, masks)
+    found = SliceInstances(image_size, np.array(boxes, dtype=np.int64).reshape(-1, 4), scores, labels, masks)
+    return remove_duplicates(found, duplicate_overlap)
+
+
+def remove_duplicates(instances: SliceInstances, overlap: float) -> SliceInstances:
+    """Drop detections whose mask lies at least `overlap` (intersection / own area) inside a higher-scoring mask
+    of the same class on the same slice.
+
+    The network's box NMS keeps part-object duplicates (a box around half a kidney has a low IoU with the box
+    around all of it); on adjacent slices such duplicates would form parallel chains, i.e. one organ reported as
+    several. Masks that only touch share no pixel and are kept. `instances` must be sorted by descending score.
+    """
+    if len(instances) < 2:
+        return instances
+    inter = instances.intersection(instances)
+    area = np.maximum(instances.area(), 1)
+    same = instances.labels[:, None] == instances.labels[None, :]
+    inside = (inter / area[:, None] >= overlap) & same  # inside[i, j]: mask i lies within mask j
+    keep: list[int] = []
+    for i in range(len(instances)):
+        if not any(inside[i, j] for j in keep):
+            keep.append(i)
+    return instances[keep] if len(keep) < len(instances) else instances

@@ -119,7 +119,8 @@ class SliceWisePredictor:
                 batch = resize_slices(batch.to(self.device, non_blocking=True), net_size)
                 detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou)
                 for z, det in zip(zs, detections):
-                    slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold)
+                    slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
+                                                   cfg.duplicate_overlap)
                 if progress is not None:
                     progress(len(zs))
         info = {
