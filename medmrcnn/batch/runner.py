@@ -221,6 +221,9 @@ def run_batch(
 ) -> BatchSummary:
     """Segment every study under `inputs` into `options.output` and write summary.csv / summary.json.
 
+    Interrupted (Ctrl-C), it still writes the summary: finished studies as they are, the others failed as "not
+    finished" (a re-run completes them), then re-raises KeyboardInterrupt.
+
     Under torchrun each rank segments its own shard; rank 0 gathers the outcomes and writes the summary, and its
     BatchSummary covers every study (other ranks get their own shard's). Raises VolumeLoadError when an input does
     not exist or nothing at all is found (a usage error); problems with single studies are failed outcomes.
@@ -232,11 +235,21 @@ def run_batch(
         raise VolumeLoadError(", ".join(str(i) for i in inputs), "no image series found in the inputs")
     mine = shard.take(studies)
     log.info("rank %d/%d: %d of %d studies", shard.rank, shard.world_size, len(mine), len(studies))
-    outcomes = _Runner(predictor, options, events or BatchEvents(), shard.rank).run(mine)
+    info = {"world_size": shard.world_size, "formats": list(options.formats), "settings": options.settings,
+            **(run_info or {})}
+    runner = _Runner(predictor, options, events or BatchEvents(), shard.rank)
+    try:
+        outcomes = runner.run(mine)
+    except KeyboardInterrupt:
+        if not shard.distributed:  # under torchrun the agent stops every rank; there is nobody to gather from
+            done = [runner.outcomes.get(s.name) or _failed(s, "not finished: the run was interrupted", shard.rank)
+                    for s in mine]
+            write_summary(options.output, BatchSummary(done, tuple(class_names), time.perf_counter() - start),
+                          {**info, "interrupted": True})
+        raise
     merged = gather_outcomes(shard, outcomes, [s.name for s in studies])
     summary = BatchSummary(merged if merged is not None else outcomes, tuple(class_names),
                            time.perf_counter() - start)
     if merged is not None:
-        write_summary(options.output, summary, {"world_size": shard.world_size, "formats": list(options.formats),
-                                                "settings": options.settings, **(run_info or {})})
+        write_summary(options.output, summary, info)
     return summary

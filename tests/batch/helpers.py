@@ -6,11 +6,25 @@ import hashlib
 from pathlib import Path
 
 import pydicom
+import torch
 
 from medmrcnn.io import save_volume
+from medmrcnn.modeling import build_model, save_checkpoint
 from medmrcnn.synthetic import make_ct_phantom
 from medmrcnn.synthetic.dicom_series import write_dicom_series
 from medmrcnn.volume import Volume
+from tests.conftest import tiny_config
+
+
+def save_tiny_checkpoint(path: Path) -> Path:
+    """A seeded, untrained tiny model with the CT classes.
+
+    Its network-level score floor (0.95) is above anything an untrained head scores, so it finds nothing and runs
+    fast: tests using it check the batch machinery; tests/cli/test_demo.py checks what trained weights find.
+    """
+    torch.manual_seed(0)
+    cfg = tiny_config(labels=("liver", "kidney", "tumour"), intensity="ct:soft_tissue", box_score_thresh=0.95)
+    return save_checkpoint(path, build_model(cfg), cfg)
 
 
 def phantom_volume(seed: int, shape: tuple[int, int, int] = (8, 32, 32),
@@ -67,5 +81,5 @@ def mtimes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-__all__ = ["add_mixed_size_series", "mtimes", "phantom_volume", "tree_checksum", "write_corrupt_series",
-           "write_nifti", "write_series"]
+__all__ = ["add_mixed_size_series", "mtimes", "phantom_volume", "save_tiny_checkpoint", "tree_checksum",
+           "write_corrupt_series", "write_nifti", "write_series"]
