@@ -29,6 +29,7 @@ DEMO_SEED = 424242
 DEMO_SHAPE = (64, 512, 512)
 DEMO_SPACING = (2.5, 0.7, 0.7)
 DEMO_FORMATS = ("nifti", "seg", "json", "png")
+SYNTHETIC_MANUFACTURER = "medmrcnn synthetic"  # what medmrcnn.synthetic.dicom_series writes
 INPUT_DIR, TRUTH, RESULTS_DIR, REPORT = "ct_phantom_dicom", "ct_phantom_truth.nii.gz", "results", "demo_report.json"
 
 
@@ -83,8 +84,22 @@ def demo_phantom() -> Phantom:
     return make_ct_phantom(shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=DEMO_SEED)
 
 
+def _made_by_the_demo(folder: Path) -> bool:
+    """True when `folder` holds only DICOM files from medmrcnn's synthetic series writer (safe to replace)."""
+    import pydicom
+
+    entries = list(folder.iterdir())
+    try:
+        return bool(entries) and all(
+            p.is_file() and pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Manufacturer"]).get(
+                "Manufacturer") == SYNTHETIC_MANUFACTURER for p in entries)
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return False
+
+
 def _write_input(phantom: Phantom, folder: Path) -> None:
-    """Write the phantom as a DICOM series into `folder` (atomically); reuse an identical one from an earlier run."""
+    """Write the phantom as a DICOM series into `folder` in one rename; reuse an identical one from an earlier run,
+    replace one an older medmrcnn wrote, never touch anything else."""
     from medmrcnn.io import load_volume
     from medmrcnn.synthetic.dicom_series import write_dicom_series
 
@@ -94,13 +109,18 @@ def _write_input(phantom: Phantom, folder: Path) -> None:
                 return
         except VolumeLoadError:
             pass
-        raise ExportError(f"{folder}: exists but is not the demo's phantom series; choose another output folder")
+        if not _made_by_the_demo(folder):
+            raise ExportError(f"{folder}: exists and is not the demo's phantom series; choose another output folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    old = folder.parent / f"{tmp.name}-old"
     try:
         write_dicom_series(phantom.volume, tmp, series_description="Synthetic abdominal CT")
+        if folder.exists():
+            folder.rename(old)
         tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_prediction(study_dir: Path, phantom: Phantom) -> tuple[np.ndarray, np.ndarray]:
