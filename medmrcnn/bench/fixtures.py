@@ -136,6 +136,9 @@ def prepare(spec: dict[str, Any], probe: Probe) -> dict[str, Any]:
             out["demo_weights_kind"] = f"random (seed {R50_SEED}); the trained demo weights are not installed"
             out["demo_trained"] = False
         else:
-            out["demo_weights_kind"], out["demo_trained"] = f"trained ({path.name})", True
+            from medmrcnn.batch.model import file_sha256
+
+            out["demo_weights_kind"] = f"trained ({path.name}, sha256 {file_sha256(path)[:12]})"
+            out["demo_trained"] = True
         out["demo_weights"] = str(path)
     return out

@@ -45,10 +45,10 @@ class BenchSettings:
     repeats: int = 3
     warmup: bool = True
     matrix: int = 512
-    r50_slices: int = 6
-    demo_slices: int = 24
+    r50_slices: int = 4
+    demo_slices: int = 16
     series_slices: int = 300
-    train_steps: int = 8
+    train_steps: int = 6
     train_batch: int = 4
     train_volumes: int = 2
     train_volume_slices: int = 10
