@@ -12,6 +12,7 @@ from medmrcnn.errors import DataError
 from medmrcnn.modeling.config import ModelConfig
 from medmrcnn.training.items import AnnotatedVolume
 from medmrcnn.transforms import normalise_volume
+from medmrcnn.transforms.resample import inplane_size, resize_slices
 
 
 @dataclass
@@ -33,19 +34,11 @@ class PreparedVolume:
     name: str
 
 
-def resampled_shape(shape_yx: tuple[int, int], spacing_yx: tuple[float, float], target_mm: float | None) -> tuple[int, int]:
-    """(y, x) size of a slice after resampling from `spacing_yx` mm pixels to `target_mm` (None keeps the size)."""
-    if target_mm is None:
-        return shape_yx
-    return tuple(max(1, int(round(n * s / target_mm))) for n, s in zip(shape_yx, spacing_yx))  # type: ignore[return-value]
-
-
 def resample_slices(image: np.ndarray, instances: np.ndarray, size_yx: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize every (y, x) slice to `size_yx`: image bilinear with anti-aliasing, instance ids nearest neighbour."""
+    """Resize every (y, x) slice to `size_yx`: the image as the predictor does (resize_slices), ids nearest neighbour."""
     if image.shape[1:] == tuple(size_yx):
         return image, instances
-    img = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[:, None], size=size_yx,
-                        mode="bilinear", antialias=True, align_corners=False)[:, 0].numpy()
+    img = resize_slices(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[:, None], size_yx)[:, 0].numpy()
     ids = F.interpolate(torch.from_numpy(instances.astype(np.float32))[:, None], size=size_yx, mode="nearest-exact")
     return img, ids[:, 0].numpy().astype(instances.dtype)
 
@@ -56,7 +49,7 @@ def prepare_volume(item: AnnotatedVolume, cfg: ModelConfig) -> PreparedVolume:
         raise DataError(f"{item.name}: label shape {item.gt_instances.shape} differs from image shape {item.volume.shape}")
     image = normalise_volume(item.volume, cfg.intensity)
     _, sy, sx = item.volume.spacing
-    size = resampled_shape(item.volume.shape[1:], (sy, sx), cfg.pixel_spacing_mm)
+    size = inplane_size(item.volume.shape[1:], (sy, sx), cfg.pixel_spacing_mm)
     # Ids stay exact through float32 interpolation (nearest) up to 2**24.
     dtype = np.uint16 if item.gt_instances.max(initial=0) < 65536 else np.int32
     image, instances = resample_slices(image, item.gt_instances.astype(dtype, copy=False), size)
