@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from medmrcnn.batch.outputs import FORMATS
-
 NAME = "infer"
 HELP = "segment every study (DICOM series, NIfTI/NRRD/MHA, PNG/TIFF) under the inputs into OUTDIR"
 EPILOG = """\
@@ -21,6 +19,8 @@ studies. OUTDIR/summary.csv and summary.json list every study. Exit code: 0 all 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Options of `infer`."""
+    from medmrcnn.batch.outputs import FORMATS
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM folder, image file, glob or list file")
