@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from medmrcnn.modeling import load_model
 from medmrcnn.modeling.config import ModelConfig
 from medmrcnn.structures import SliceInstances
-from medmrcnn.transforms import normalise_volume, resolve_intensity, slice_with_context
+from medmrcnn.transforms import normalise_volume, resize_slices, resolve_intensity, slice_with_context
 from medmrcnn.volume import Volume
 
 TORCHVISION_MIN_SIZE, TORCHVISION_MAX_SIZE = 800, 1333  # maskrcnn_resnet50_fpn's defaults
@@ -43,8 +44,10 @@ def load_torchvision_model(weights: str | Path, size_yx: tuple[int, int] | None,
 
 
 def compact(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> SliceInstances:
-    """Full-frame bool masks [N, H, W] -> SliceInstances (each mask cropped to its pixels; empty ones dropped)."""
-    masks_np = masks.cpu().numpy()
+    """Full-frame bool masks [N, H, W] -> SliceInstances, highest score first (each mask cropped to its pixels;
+    empty ones dropped)."""
+    order = torch.sort(scores, descending=True, stable=True).indices  # highest score first, as medmrcnn's
+    scores, labels, masks_np = scores[order], labels[order], masks[order].cpu().numpy()
     boxes, kept, crops = [], [], []
     for i, m in enumerate(masks_np):
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
@@ -59,18 +62,31 @@ def compact(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> 
 
 
 def torchvision_inference_loop(model: nn.Module, model_cfg: ModelConfig, volume: Volume, device: str,
-                               score_threshold: float = 0.5, mask_threshold: float = 0.5) -> list[SliceInstances]:
+                               size_yx: tuple[int, int] | None = None, score_threshold: float = 0.5,
+                               mask_threshold: float = 0.5) -> list[SliceInstances]:
     """Normalise with the model's preset, then `model([slice])` one slice at a time; keep detections scoring
-    >= score_threshold with masks >= mask_threshold (one SliceInstances per slice, on the volume's grid)."""
+    >= score_threshold with masks >= mask_threshold (one SliceInstances per slice, on the volume's grid).
+
+    With `size_yx`, each slice is first resampled to that size as medmrcnn resamples its training and inference
+    slices (anti-aliased bilinear), and the masks torchvision returns on that grid are resampled back (bilinear
+    probabilities, then the threshold): torchvision's own resize is plain bilinear, which changes borderline
+    detections of a network trained on anti-aliased slices.
+    """
     image = normalise_volume(volume, resolve_intensity(model_cfg.intensity, volume.modality))
     k = model_cfg.context_slices
+    h, w = image.shape[1:]
     out = []
     with torch.inference_mode():
         for z in range(image.shape[0]):
             x = torch.from_numpy(slice_with_context(image, z, k)).to(device)
+            if size_yx is not None:
+                x = resize_slices(x[None], size_yx)[0]
             pred = model([x])[0]
             keep = pred["scores"] >= score_threshold
-            out.append(compact(pred["scores"][keep], pred["labels"][keep], pred["masks"][keep, 0] >= mask_threshold))
+            probs = pred["masks"][keep]
+            if probs.shape[-2:] != (h, w):
+                probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+            out.append(compact(pred["scores"][keep], pred["labels"][keep], probs[:, 0] >= mask_threshold))
     return out
 
 

@@ -13,6 +13,7 @@ CUDA, where medmrcnn trains with bf16 autocast and the plain loop in float32 (to
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,12 @@ def _step_times_from_events(tb_dir: Path) -> list[float]:
 
 
 def run_medmrcnn(spec: dict[str, Any], probe: Probe) -> dict[str, Any]:
-    """Child task: medmrcnn.training.train for the configured steps."""
+    """Child task: medmrcnn.training.train for the configured steps, into a fresh run folder."""
     cfg = TrainConfig.from_dict(spec["config"])
+    output = tempfile.mkdtemp(prefix="run-", dir=cfg.output)  # every repeat its own TensorBoard events
     with probe.section():
-        result = train(cfg, output=cfg.output, progress=False)
-    times = _step_times_from_events(Path(cfg.output) / "tb")
+        result = train(cfg, output=output, progress=False)
+    times = _step_times_from_events(Path(output) / "tb")
     if len(times) != cfg.steps_per_epoch or result.steps != cfg.steps_per_epoch:
         raise RuntimeError(f"expected {cfg.steps_per_epoch} steps, the loop logged {len(times)}")
     return {"step_seconds": times[-1] - times[0], "steps": len(times)}
@@ -98,7 +100,9 @@ def bench_training(runner: IsolatedRunner, settings: BenchSettings, workdir: str
     """Run the three training variants; images/s, peaks and speed-ups."""
     variants = {}
     for name, task in ((OURS, run_medmrcnn), *((b, run_torchvision) for b in BASELINES)):
-        cfg = bench_train_config(settings, str(Path(workdir) / f"train_{name}"))
+        folder = Path(workdir) / f"train_{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = bench_train_config(settings, str(folder))
         variants[name] = (task, {"config": cfg.to_dict(), "native": name == "torchvision_native"})
     cfg = bench_train_config(settings, "")
     samples = interleaved(runner, variants, settings.repeats)
