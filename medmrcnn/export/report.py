@@ -124,7 +124,6 @@ def report_dict(result: VolumeResult) -> dict[str, Any]:
         for name in result.labels.names
         for recs in [result.instances_of(name)]
     }
-    run = {k: v for k, v in result.metadata.items()}
     return _plain({
         "schema": SCHEMA_ID,
         "schema_version": SCHEMA_VERSION,
@@ -138,7 +137,7 @@ def report_dict(result: VolumeResult) -> dict[str, Any]:
         "labels": result.labels.to_dict(),
         "summary": {"n_instances": result.num_instances, "per_class": per_class},
         "instances": [r.to_dict() for r in result.instances],
-        "run": run,
+        "run": result.metadata,
     })
 
 

@@ -39,7 +39,8 @@ class SliceWisePredictor:
     """Segments every instance in a volume with a 2D Mask R-CNN run slice by slice, then links them in 3D.
 
     Args:
-        model: a torchvision Mask R-CNN as built by `medmrcnn.modeling.build_model` (its device is used).
+        model: a torchvision Mask R-CNN as built by `medmrcnn.modeling.build_model`; it is switched to eval mode
+            and stays on its device, where every batch is sent.
         model_cfg: the model's config: labels, 2.5D context, training pixel size and intensity preset.
         cfg: predictor settings; None = PredictorConfig() defaults.
 
