@@ -71,6 +71,6 @@ class _Payload:
 def test_states_with_arbitrary_objects_are_not_unpickled(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"format": "medmrcnn-train-state-1", "x": _Payload()}, f)
+        pickle.dump({"format": "medmrcnn-train-state-1", "x": _Payload()}, f, protocol=2)
     with pytest.raises(CheckpointError, match="unreadable training state"):
         load_state(path)
