@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
                                    "init": args.init}.items() if v is not None}
     cfg = load_train_config(args.config, overrides)
-    if not args.debug:
-        logging.getLogger("medmrcnn").setLevel(logging.INFO)
+    if not args.debug and int(os.environ.get("RANK", "0")) == 0:
+        logging.getLogger("medmrcnn").setLevel(logging.INFO)  # progress lines from one process only
     if args.check:
         from medmrcnn.training.datacheck import check_config
 
