@@ -38,7 +38,9 @@ def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
-def load_coco_items(path: str | Path | None, labels: LabelMap, image_root: str | Path | None = None) -> list[AnnotatedVolume]:
+def load_coco_items(
+    path: str | Path | None, labels: LabelMap, image_root: str | Path | None = None
+) -> list[AnnotatedVolume]:
     """One AnnotatedVolume per COCO image; DataError naming the file for anything inconsistent."""
     if path is None:
         raise DataError("data.coco_train is not set: give the COCO annotation JSON in the training config")
@@ -74,7 +76,9 @@ def load_coco_items(path: str | Path | None, labels: LabelMap, image_root: str |
             raise DataError(f"{path}: image {img['file_name']}: {e}") from None
         h, w = volume.shape[1:]
         if (img.get("height", h), img.get("width", w)) != (h, w):
-            raise DataError(f"{path}: image {img['file_name']} is {h}x{w} but the COCO file says {img['height']}x{img['width']}")
+            raise DataError(
+                f"{path}: image {img['file_name']} is {h}x{w} but the COCO file says {img['height']}x{img['width']}"
+            )
         instances = np.zeros((h, w), dtype=np.uint32)
         classes: dict[int, int] = {}
         for ann in sorted(by_image.get(img["id"], []), key=lambda a: a["id"]):

@@ -181,21 +181,22 @@ class TrainConfig:
     rpn_post_nms_top_n_train: int = 2000
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.data.source in ("datalist", "coco", "phantom"), f"data.source must be datalist|coco|phantom, got {self.data.source!r}"),
-            (self.data.label_kind in ("semantic", "instance"), f"data.label_kind must be semantic|instance, got {self.data.label_kind!r}"),
-            (self.data.phantom.kind in ("ct", "microscopy"), f"data.phantom.kind must be ct|microscopy, got {self.data.phantom.kind!r}"),
-            (0.0 <= self.data.empty_fraction <= 1.0, "data.empty_fraction must be in [0, 1]"),
-            (self.optim.name in ("adamw", "sgd"), f"optim.name must be adamw|sgd, got {self.optim.name!r}"),
-            (self.optim.schedule in ("cosine", "constant"), f"optim.schedule must be cosine|constant, got {self.optim.schedule!r}"),
-            (self.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
-            (self.amp in ("none", "bf16", "fp16"), f"amp must be none|bf16|fp16, got {self.amp!r}"),
-            (self.best_metric in ("mask_AP50", "mask_AP", "bbox_AP50", "dice_mean", "loss"), f"unknown best_metric {self.best_metric!r}"),
-            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be >= 1"),
+        choices = [
+            ("data.source", self.data.source, ("datalist", "coco", "phantom")),
+            ("data.label_kind", self.data.label_kind, ("semantic", "instance")),
+            ("data.phantom.kind", self.data.phantom.kind, ("ct", "microscopy")),
+            ("optim.name", self.optim.name, ("adamw", "sgd")),
+            ("optim.schedule", self.optim.schedule, ("cosine", "constant")),
+            ("amp", self.amp, ("none", "bf16", "fp16")),
+            ("best_metric", self.best_metric, ("mask_AP50", "mask_AP", "bbox_AP50", "dice_mean", "loss")),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {'|'.join(allowed)}, got {value!r}")
+        if not 0.0 <= self.data.empty_fraction <= 1.0:
+            raise ValueError("data.empty_fraction must be in [0, 1]")
+        if self.optim.accumulate < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("optim.accumulate, epochs and batch_size must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict (the model section as ModelConfig.to_dict)."""

@@ -68,7 +68,8 @@ class DataReport:
     def format_table(self) -> str:
         """Multi-line human-readable report (what `medmrcnn train --check` prints)."""
         lines = [self.summary(), "class          objects  slices"]
-        lines += [f"{c:<14} {self.objects_per_class.get(c, 0):>7}  {self.slices_per_class.get(c, 0):>6}" for c in self.labels]
+        for c in self.labels:
+            lines.append(f"{c:<14} {self.objects_per_class.get(c, 0):>7}  {self.slices_per_class.get(c, 0):>6}")
         lines.append("object size (px): " + "  ".join(f"{k}:{v}" for k, v in self.size_hist_px.items()))
         lines.append("object size (mm): " + "  ".join(f"{k}:{v}" for k, v in self.size_hist_mm.items()))
         lines.append("size percentiles (px): " + "  ".join(f"{k}={v:.1f}" for k, v in self.size_percentiles_px.items()))

@@ -94,7 +94,7 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
     """One datalist entry -> AnnotatedVolume; DataError (one line naming the files) for anything broken."""
     if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
         raise DataError(f"{root}: datalist entry {entry!r} needs 'image' and 'label'")
-    image_path, label_path = (Path(entry[k]) if Path(entry[k]).is_absolute() else root / entry[k] for k in ("image", "label"))
+    image_path, label_path = (root / entry[k] for k in ("image", "label"))  # an absolute entry replaces root
     name = f"{image_path} + {label_path.name}"
     from medmrcnn.io import load_volume
 

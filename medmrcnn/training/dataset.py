@@ -36,7 +36,9 @@ def index_slices(volumes: list[PreparedVolume], min_pixels: int) -> list[SliceRe
     for v, pv in enumerate(volumes):
         for z in range(pv.instances.shape[0]):
             ids, counts = np.unique(pv.instances[z], return_counts=True)
-            present = frozenset(pv.classes[int(i)] for i, c in zip(ids, counts) if i and c >= min_pixels and int(i) in pv.classes)
+            present = frozenset(
+                pv.classes[int(i)] for i, c in zip(ids, counts) if i and c >= min_pixels and int(i) in pv.classes
+            )
             refs.append(SliceRef(v, z, present))
     return refs
 

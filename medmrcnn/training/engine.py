@@ -173,7 +173,9 @@ def _train(cfg: TrainConfig, resume: bool, run: _Run, progress: bool) -> TrainRe
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None, find_unused_parameters=True
         )
     opt = build_optimizer(model, cfg.optim)
-    samples_per_epoch = None if cfg.steps_per_epoch is None else cfg.steps_per_epoch * cfg.batch_size * cfg.optim.accumulate * info.world_size
+    samples_per_epoch = None
+    if cfg.steps_per_epoch is not None:
+        samples_per_epoch = cfg.steps_per_epoch * cfg.batch_size * cfg.optim.accumulate * info.world_size
     n_samples = len(train_ds.epoch_samples(0, cfg.seed, samples_per_epoch))
     batches_per_epoch = math.ceil(math.ceil(n_samples / info.world_size) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.optim.accumulate)

@@ -131,9 +131,12 @@ def format_report(report: dict[str, Any]) -> str:
     vol = report.get("volumes")
     if vol:
         lines.append("class            Dice   lesions  sensitivity  FP/volume  Dice(detected)")
-        for name in sorted(set(vol["dice"]) | set(vol["lesions"]), key=lambda n: list(vol["dice"]).index(n) if n in vol["dice"] else 99):
+        nan = float("nan")
+        for name in list(vol["dice"]) + [n for n in vol["lesions"] if n not in vol["dice"]]:
             les = vol["lesions"].get(name, {})
-            lines.append(f"  {name:<14} {vol['dice'].get(name, float('nan')):6.3f} {les.get('n_gt', 0):>8} "
-                         f"{les.get('sensitivity', float('nan')):>12.3f} {les.get('fp_per_volume', float('nan')):>10.2f} "
-                         f"{les.get('mean_dice_detected', float('nan')):>14.3f}")
+            lines.append(
+                f"  {name:<14} {vol['dice'].get(name, nan):6.3f} {les.get('n_gt', 0):>8}"
+                f" {les.get('sensitivity', nan):>12.3f} {les.get('fp_per_volume', nan):>10.2f}"
+                f" {les.get('mean_dice_detected', nan):>14.3f}"
+            )
     return "\n".join(lines)

@@ -22,7 +22,9 @@ def class_lookup(labels: LabelMap, label_values: Mapping[int, str] | None, sourc
     out = {}
     for value, name in label_values.items():
         if name not in labels.names:
-            raise DataError(f"{source}: label_values maps {value} to {name!r}, which is not a model label {list(labels.names)}")
+            raise DataError(
+                f"{source}: label_values maps {value} to {name!r}, which is not a model label {list(labels.names)}"
+            )
         out[int(value)] = labels.id_of(name)
     return out
 
@@ -59,6 +61,8 @@ def instance_classes(
     out = {}
     for inst, name in table.items():
         if name not in labels.names:
-            raise DataError(f"{source}: class table names {name!r} for instance {inst}, not a model label {list(labels.names)}")
+            raise DataError(
+                f"{source}: class table names {name!r} for instance {inst}, not a model label {list(labels.names)}"
+            )
         out[int(inst)] = labels.id_of(name)
     return out

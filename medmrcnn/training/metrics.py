@@ -50,7 +50,8 @@ def coco_metrics(
             anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": int(lab), "bbox": box,
                          "segmentation": rle, "area": float(area), "iscrowd": 0})
         for box, lab, score, rle in zip(_xywh(pr["boxes"]), pr["labels"].tolist(), pr["scores"].tolist(), _rle(pr["masks"])):
-            dets.append({"image_id": img_id, "category_id": int(lab), "bbox": box, "score": float(score), "segmentation": rle})
+            dets.append({"image_id": img_id, "category_id": int(lab), "bbox": box, "score": float(score),
+                         "segmentation": rle})
     out = {f"{t}_{m}": -1.0 for t in ("bbox", "mask") for m in ("AP", "AP50", "AP75")}
     if not anns:
         return out
@@ -104,7 +105,7 @@ class DiceAccumulator:
 def instance_overlaps(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairwise voxel overlaps of two instance maps of the same shape.
 
-    Returns (gt_ids, pred_ids, inter[G, P], and sizes as (gt_sizes[G], pred_sizes[P]) stacked in a tuple).
+    Returns (gt_ids[G], pred_ids[P], inter[G, P] voxel counts, (gt_sizes[G], pred_sizes[P])); 0 is not an id.
     """
     g_ids, g_inv = np.unique(gt, return_inverse=True)
     p_ids, p_inv = np.unique(pred, return_inverse=True)
@@ -129,7 +130,9 @@ def match_instances(
     for c in classes:
         gi = [i for i, g in enumerate(g_ids) if gt_classes.get(int(g)) == c]
         pi = [j for j, p in enumerate(p_ids) if pred_classes.get(int(p)) == c]
-        dice = 2 * inter[np.ix_(gi, pi)] / np.maximum(g_sz[gi][:, None] + p_sz[pi][None, :], 1) if gi and pi else np.zeros((len(gi), len(pi)))
+        dice = np.zeros((len(gi), len(pi)))
+        if gi and pi:
+            dice = 2 * inter[np.ix_(gi, pi)] / np.maximum(g_sz[gi][:, None] + p_sz[pi][None, :], 1)
         matched_g, matched_p = {}, set()
         if gi and pi:
             for r, k in zip(*linear_sum_assignment(-dice)):

@@ -33,6 +33,11 @@ def _datalist(tmp_path, entries, key="training"):
     return path
 
 
+def _load(tmp_path, image, label, cfg=None):
+    entry = {"image": str(image), "label": str(label)}
+    return load_datalist_items(_datalist(tmp_path, [entry]), "training", LABELS, cfg or DataConfig())
+
+
 def test_semantic_components_are_split_per_slice_and_class():
     lab = np.zeros((2, 20, 20), np.uint8)
     lab[0, 2:6, 2:6] = 1
@@ -55,8 +60,7 @@ def test_datalist_semantic_label_maps_load_on_the_image_grid(tmp_path, suffix):
     lab[1, 6:8, 6:8] = 2
     lab[2, 15:20, 15:22] = 2
     img, lbl = _pair(tmp_path, lab, suffix)
-    items = load_datalist_items(_datalist(tmp_path, [{"image": img.name, "label": lbl.name}]), "training", LABELS, DataConfig())
-    (item,) = items
+    (item,) = _load(tmp_path, img.name, lbl.name)
     assert item.volume.shape == (3, 24, 24)
     np.testing.assert_array_equal(item.class_map(), lab)
     assert sorted(item.gt_classes.values()) == [1, 2, 2]
@@ -79,7 +83,7 @@ def test_label_values_remap_classes(tmp_path):
     lab[0, 2:5, 2:5] = 6
     img, lbl = _pair(tmp_path, lab)
     cfg = DataConfig(label_values={6: "tumour"})
-    (item,) = load_datalist_items(_datalist(tmp_path, [{"image": str(img), "label": str(lbl)}]), "training", LABELS, cfg)
+    (item,) = _load(tmp_path, img, lbl, cfg)
     assert list(item.gt_classes.values()) == [2]
 
 
@@ -88,16 +92,16 @@ def test_broken_items_are_refused_with_one_line(tmp_path):
     lab[0, 2:4, 2:4] = 5
     img, lbl = _pair(tmp_path, lab, name="values")
     with pytest.raises(DataError, match=r"label values \[5\]"):
-        load_datalist_items(_datalist(tmp_path, [{"image": img.name, "label": lbl.name}]), "training", LABELS, DataConfig())
+        _load(tmp_path, img.name, lbl.name)
     img2, _ = _pair(tmp_path, np.zeros((2, 12, 12), np.uint8), name="shape")
     _, lbl2 = _pair(tmp_path, np.zeros((3, 12, 12), np.uint8), name="shape2")
     with pytest.raises(DataError, match="shape") as e:
-        load_datalist_items(_datalist(tmp_path, [{"image": img2.name, "label": lbl2.name}]), "training", LABELS, DataConfig())
+        _load(tmp_path, img2.name, lbl2.name)
     assert "\n" not in str(e.value)
     img3, lbl3 = _pair(tmp_path, np.zeros((2, 12, 12), np.uint8), name="aff", label_spacing=(0.9, 0.8, 2.0))
     with pytest.raises(DataError, match="affine"):
-        load_datalist_items(_datalist(tmp_path, [{"image": img3.name, "label": lbl3.name}]), "training", LABELS, DataConfig())
+        _load(tmp_path, img3.name, lbl3.name)
     with pytest.raises(DataError, match="missing.nii.gz"):
-        load_datalist_items(_datalist(tmp_path, [{"image": "missing.nii.gz", "label": lbl3.name}]), "training", LABELS, DataConfig())
+        _load(tmp_path, "missing.nii.gz", lbl3.name)
     with pytest.raises(DataError, match="no 'training' section"):
         load_datalist_items(_datalist(tmp_path, [], key="other"), "training", LABELS, DataConfig())

@@ -44,7 +44,8 @@ def test_a_shifted_mask_fails_at_high_iou_only():
 def test_empty_predictions_and_empty_truth():
     inst, classes = _slice()
     gt = instances_to_target(inst, classes)
-    empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, int), "scores": np.zeros(0), "masks": np.zeros((0, 40, 40), bool)}
+    empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, int), "scores": np.zeros(0),
+             "masks": np.zeros((0, 40, 40), bool)}
     assert coco_metrics([gt], [empty], 2)["mask_AP"] == 0.0
     nothing = instances_to_target(np.zeros((8, 8), np.uint16), {})
     assert coco_metrics([nothing], [empty], 2)["mask_AP"] == -1.0
