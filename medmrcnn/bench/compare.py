@@ -64,9 +64,9 @@ def summarise(samples: list[dict[str, Any]], work: float, unit: str, seconds_key
         "cpu_median_s": _rounded(_median([s.get("cpu_seconds") for s in samples])),
         f"{unit}_per_s": round(work / med, 3),
         "cpu_utilisation": None if cpu is None else round(cpu, 2),
-        "host_peak_mb": _median([s["host_peak_mb"] for s in samples]),
-        "host_peak_increase_mb": _median([s["host_peak_increase_mb"] for s in samples]),
-        "cuda_peak_mb": _median([s.get("cuda_peak_mb") for s in samples]),
+        "host_peak_mb": _rounded(_median([s["host_peak_mb"] for s in samples]), 1),
+        "host_peak_increase_mb": _rounded(_median([s["host_peak_increase_mb"] for s in samples]), 1),
+        "cuda_peak_mb": _rounded(_median([s.get("cuda_peak_mb") for s in samples]), 1),
         "load_average": _median([s.get("load_average") for s in samples]),
     }
     gpu = _median([s.get("gpu_seconds") for s in samples])
@@ -82,6 +82,13 @@ def speedup(baseline: list[dict[str, Any]], ours: list[dict[str, Any]], seconds_
     disturbs less than wall time (it still counts the cost of the work, not the waiting for a core).
     """
     return round(statistics.median(b[seconds_key] / o[seconds_key] for b, o in zip(baseline, ours, strict=True)), 3)
+
+
+def median_ratio(baseline: list[dict[str, Any]], ours: list[dict[str, Any]], seconds_key: str = "seconds") -> float:
+    """Baseline median seconds / our median seconds: where it differs much from `speedup`, the load changed a lot
+    between repeats and neither figure is firm."""
+    return round(statistics.median(b[seconds_key] for b in baseline) / statistics.median(o[seconds_key] for o in ours),
+                 3)
 
 
 def memory_ratio(baseline: dict[str, Any], ours: dict[str, Any], key: str) -> float | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medmrcnn.bench.compare import interleaved, memory_ratio, speedup, summarise
+from medmrcnn.bench.compare import interleaved, median_ratio, memory_ratio, speedup, summarise
 from medmrcnn.bench.fixtures import SEG_LABELS
 from medmrcnn.bench.measure import IsolatedRunner, Probe
 from medmrcnn.bench.settings import BenchSettings
@@ -100,6 +100,7 @@ def bench_dicom_load(runner: IsolatedRunner, settings: BenchSettings, fixtures: 
     return {
         "series": series["shape"], "files": n, "variants": figures,
         "ratios": {"simpleitk": {"speedup": speedup(samples["simpleitk"], samples["medmrcnn"]),
+                                 "median_ratio": median_ratio(samples["simpleitk"], samples["medmrcnn"]),
                                  "cpu_time_speedup": speedup(samples["simpleitk"], samples["medmrcnn"], "cpu_seconds"),
                                  "host_peak_increase": memory_ratio(figures["simpleitk"], figures["medmrcnn"],
                                                                     "host_peak_increase_mb")}},
@@ -123,6 +124,7 @@ def bench_seg_export(runner: IsolatedRunner, settings: BenchSettings, fixtures: 
         "series": fixtures["series"]["shape"], "segments": len(SEG_LABELS), "segmentation_type": "BINARY",
         "variants": figures,
         "ratios": {"highdicom": {"speedup": speedup(samples["highdicom"], samples["medmrcnn"]),
+                                 "median_ratio": median_ratio(samples["highdicom"], samples["medmrcnn"]),
                                  "cpu_time_speedup": speedup(samples["highdicom"], samples["medmrcnn"], "cpu_seconds"),
                                  "host_peak_increase": memory_ratio(figures["highdicom"], figures["medmrcnn"],
                                                                     "host_peak_increase_mb")}},

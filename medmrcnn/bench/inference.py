@@ -17,7 +17,7 @@ from typing import Any
 
 from medmrcnn.bench.agreement import compare_detections
 from medmrcnn.bench.baselines import load_torchvision_model, torchvision_inference_loop
-from medmrcnn.bench.compare import interleaved, memory_ratio, speedup, summarise
+from medmrcnn.bench.compare import interleaved, median_ratio, memory_ratio, speedup, summarise
 from medmrcnn.bench.fixtures import load_npz
 from medmrcnn.bench.measure import IsolatedRunner, Probe
 from medmrcnn.bench.settings import BenchSettings
@@ -100,6 +100,7 @@ def bench_inference(runner: IsolatedRunner, settings: BenchSettings, fixtures: d
         out["agreement"][name] = agreement
         out["ratios"][name] = {
             "speedup": speedup(samples[name], samples[OURS]),
+            "median_ratio": median_ratio(samples[name], samples[OURS]),
             "cpu_time_speedup": speedup(samples[name], samples[OURS], "cpu_seconds"),
             "host_peak_increase": memory_ratio(figures[name], figures[OURS], "host_peak_increase_mb"),
             "cuda_peak": memory_ratio(figures[name], figures[OURS], "cuda_peak_mb"),

@@ -82,7 +82,8 @@ def run_benchmarks(settings: BenchSettings, workdir: str | Path | None = None,
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "settings": settings.to_dict(), "environment": env,
         "fixtures": {
-            "series": fixtures["series"], "r50_weights": fixtures["r50_weights_kind"],
+            "series": {k: v for k, v in fixtures["series"].items() if k != "path"},  # the folder is gone
+            "r50_weights": fixtures["r50_weights_kind"],
             "demo_weights": fixtures["demo_weights_kind"], "prepare_s": round(fixtures["seconds"], 2),
         },
         "benchmarks": results, "targets": evaluate_targets(results, settings),

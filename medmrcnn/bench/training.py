@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medmrcnn.bench.baselines import torchvision_training_loop, torchvision_transform
-from medmrcnn.bench.compare import interleaved, memory_ratio, speedup, summarise
+from medmrcnn.bench.compare import interleaved, median_ratio, memory_ratio, speedup, summarise
 from medmrcnn.bench.fixtures import demo_config_file, demo_weights, r50_config
 from medmrcnn.bench.measure import IsolatedRunner, Probe
 from medmrcnn.bench.settings import BenchSettings
@@ -109,6 +109,7 @@ def bench_training(runner: IsolatedRunner, settings: BenchSettings, workdir: str
     images = cfg.batch_size * (cfg.steps_per_epoch - 1)
     figures = {name: summarise(s, images, "images", seconds_key="step_seconds") for name, s in samples.items()}
     ratios = {name: {"speedup": speedup(samples[name], samples[OURS], seconds_key="step_seconds"),
+                     "median_ratio": median_ratio(samples[name], samples[OURS], "step_seconds"),
                      "host_peak_increase": memory_ratio(figures[name], figures[OURS], "host_peak_increase_mb"),
                      "cuda_peak": memory_ratio(figures[name], figures[OURS], "cuda_peak_mb")}
               for name in BASELINES}

@@ -13,7 +13,7 @@ HELP = "measure inference, training, DICOM loading, DICOM-SEG export and end to 
 EPILOG = """\
 Every figure is measured in the same run as its baseline (interleaved repeats, medians, each measurement in its
 own process for its peak memory) and reported as a ratio. --quick is the small run (< 3 min on two CPU cores);
-the full CPU run takes about an hour on a busy two-core machine. Results: JSON (-o) and a table on stdout.
+the full CPU run takes 40-60 minutes on a busy two-core machine. Results: JSON (-o) and a table on stdout.
 """
 
 
