@@ -73,7 +73,7 @@ def bench_inference(runner: IsolatedRunner, settings: BenchSettings, fixtures: d
                     ) -> dict[str, Any]:
     """Run the three variants on fixture `which` ("r50" or "demo"); figures, ratios and agreement."""
     volume_path, weights = fixtures[f"{which}_volume"], fixtures[f"{which}_weights"]
-    n = load_npz(volume_path).shape[0]
+    n, h, w = load_npz(volume_path).shape
     base = {"volume": volume_path, "weights": weights, "device": settings.device, "warmup": settings.warmup}
     variants = {
         OURS: (run_medmrcnn, base),
@@ -85,7 +85,7 @@ def bench_inference(runner: IsolatedRunner, settings: BenchSettings, fixtures: d
     ours_dets = samples[OURS][0]["detections"]
     figures[OURS].update({k: samples[OURS][0][k] for k in ("instances_3d", "batch_size", "network_size_yx", "amp")})
     figures[OURS]["detections_per_slice"] = round(sum(len(s) for s in ours_dets) / n, 2)
-    out: dict[str, Any] = {"slices": n, "matrix": list(load_npz(volume_path).shape[1:]),
+    out: dict[str, Any] = {"slices": n, "matrix": [h, w],
                            "weights": fixtures[f"{which}_weights_kind"], "variants": figures, "ratios": {},
                            "agreement": {}}
     overlap = PredictorConfig().duplicate_overlap
