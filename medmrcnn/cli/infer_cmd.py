@@ -29,7 +29,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                                                      "for trying the tool only)")
     p.add_argument("--formats", default=",".join(FORMATS), metavar="LIST",
                    help=f"comma-separated outputs, any of {', '.join(FORMATS)} (default: all). "
-                        "seg (DICOM-SEG) is written for DICOM inputs with findings")
+                        "seg (DICOM-SEG) and sr (DICOM SR measurement report; implies seg, one "
+                        "segment per instance) are written for DICOM inputs with findings")
     p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, metavar="N", help="slices per forward pass (default: automatic)")
     p.add_argument("--window", metavar="PRESET",
