@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medmrcnn.fileio import atomic_write_text
+from medmrcnn.geometry import is_sheared, shear_degrees
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
         export.write_nifti(result, folder / labels_name, what="class")
         export.write_nifti(result, folder / instances_name, what="instance")
         written += [labels_name, instances_name]
+        if is_sheared(volume.affine):
+            notes.append(f"gantry tilt of {shear_degrees(volume.affine):.2f} degrees: NIfTI outputs are on an "
+                         "orthogonal grid (slices shifted within their planes), not the sheared input grid")
     if "seg" in formats:
         if not volume.source_datasets:
             notes.append("no DICOM-SEG: the input is not DICOM")

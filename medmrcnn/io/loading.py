@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from medmrcnn.errors import ExportError, VolumeLoadError
+from medmrcnn.geometry import is_sheared, resample_to_orthogonal
 from medmrcnn.io import itk, nifti, raster
 from medmrcnn.io.colour import RGB_MODES
 from medmrcnn.io.dicom_scan import group_series, read_headers
@@ -203,13 +204,20 @@ def load_volumes(
     return volumes
 
 
-def save_volume(volume: Volume, path: str | Path) -> Path:
+def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None) -> Path:
     """Write `volume` by suffix: .nii / .nii.gz (NIfTI-1, RAS), .nrrd / .nhdr, .mha / .mhd; atomic, dtype kept.
 
-    Geometry follows docs/data-contract.md; a sheared affine (gantry tilt) is kept exactly (NIfTI sform without
-    qform; NRRD/MHA store the non-orthogonal direction matrix).
+    Geometry follows docs/data-contract.md. A sheared grid (gantry tilt), which ITK-based readers (SimpleITK, Slicer,
+    ITK-SNAP) refuse, is first resampled onto the orthogonal grid of `medmrcnn.geometry.orthogonal_grid`: each slice
+    stays in its plane, shifted within it, so every voxel keeps its physical position. `labels` (default: integer
+    or bool dtype) moves voxels by nearest neighbour (no new values), otherwise linearly.
     """
     path = Path(path)
+    if is_sheared(volume.affine):
+        is_labels = volume.array.dtype.kind in "biu" if labels is None else labels
+        array, affine = resample_to_orthogonal(volume.array, volume.affine, labels=is_labels)
+        volume = Volume(array=array, affine=affine, modality=volume.modality, source=volume.source,
+                        series_uid=volume.series_uid, metadata=dict(volume.metadata))
     if nifti.is_nifti(path):
         return nifti.save_nifti(volume, path)
     if itk.is_itk(path):

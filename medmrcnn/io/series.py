@@ -97,17 +97,6 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def orientation_code(affine: np.ndarray) -> str:
-    """Axis codes (x, y, z) in LPS "to" convention: the patient direction each index axis points to most."""
-    pos, neg = "LPS", "RAI"
-    codes = []
-    for c in range(3):
-        v = affine[:3, c]
-        a = int(np.argmax(np.abs(v)))
-        codes.append(pos[a] if v[a] > 0 else neg[a])
-    return "".join(codes)
-
-
 def check_dimensions(path: str | Path, shape: tuple[int, ...]) -> None:
     """Raise VolumeLoadError for empty or absurd (z, y, x) sizes before any pixel buffer is allocated."""
     if any(int(s) <= 0 for s in shape):
