@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(e))
     if args.workers < 0 or (args.batch_size is not None and args.batch_size < 1):
         return _usage_error("--workers must be >= 0 and --batch-size >= 1")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        return _usage_error(f"-o {args.output}: an existing file, not a folder; name a folder for the results")
     expand_inputs(args.inputs)  # a missing input or an empty glob is a usage error, found before the model loads
     shard = Shard.from_env()
     shard.share_cpu_threads()

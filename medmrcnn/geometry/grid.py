@@ -155,5 +155,5 @@ def resample_to_orthogonal(array: np.ndarray, affine: np.ndarray, *, labels: boo
     for k in range(shape[0]):
         y0, x0 = offsets[k]
         ndimage.affine_transform(array[k], np.eye(2), offset=(-y0, -x0), output_shape=shape[1:], output=out[k],
-                                 order=order, mode="constant", cval=fill, prefilter=False)
+                                 order=order, mode="grid-constant", cval=fill, prefilter=False)
     return out, new_affine

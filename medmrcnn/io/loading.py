@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from medmrcnn.errors import ExportError, VolumeLoadError
 from medmrcnn.geometry import is_sheared, resample_to_orthogonal
 from medmrcnn.io import itk, nifti, raster
@@ -152,9 +154,30 @@ def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: boo
         volume = raster.load_raster(info, frame=frame, rgb=rgb)
     else:
         raise VolumeLoadError(info.source, f"unknown series kind {info.kind!r}")
+    replace_non_finite(volume)
     for w in volume.warnings:
         log.warning("%s: %s", info.source, w)
     return volume
+
+
+def replace_non_finite(volume: Volume) -> None:
+    """Replace NaN / +-inf voxels (common after registration or resampling) by the smallest finite value, in place,
+    with a warning saying how many; VolumeLoadError when no voxel is finite. Integer volumes are left alone."""
+    array = volume.array
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    count = int(bad.sum())
+    if not count:
+        return
+    if count == array.size:
+        raise VolumeLoadError(volume.source, "no finite voxel value (all NaN / inf)")
+    fill = float(array[~bad].min())
+    if not array.flags.writeable:
+        volume.array = array = array.copy()
+    array[bad] = fill
+    volume.warnings.append(f"{count} NaN / inf voxels ({100 * count / array.size:.2g}%) replaced by the smallest "
+                           f"finite value {fill:.6g}")
 
 
 def load_volume(

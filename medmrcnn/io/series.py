@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,11 @@ class SeriesInfo:
 
     @property
     def source(self) -> Path:
-        """A path naming the series in messages: its folder for multi-file DICOM series, else its file."""
+        """A path naming the series in messages: its folder for multi-file DICOM series (the folder holding all of
+        them when they lie in sibling folders), else its file."""
         if self.kind == DICOM_SERIES and len(self.paths) > 1:
-            return self.paths[0].parent
+            parents = {p.parent for p in self.paths}
+            return self.paths[0].parent if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents]))
         return self.paths[0]
 
     def summary(self) -> str:
