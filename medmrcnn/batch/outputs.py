@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "study.json"
 PARTIAL_PREFIX = ".partial-"
-FORMATS = ("nifti", "seg", "json", "csv", "png")
+FORMATS = ("nifti", "seg", "json", "csv", "png", "tiff", "roi", "geojson", "cells")
+# "auto" picks by input kind: microscopy (modality SM: PNG / TIFF) gets the formats of cell tools, the rest medical.
+AUTO = "auto"
+AUTO_MEDICAL = ("nifti", "seg", "json", "csv", "png")
+AUTO_MICROSCOPY = ("tiff", "roi", "geojson", "cells", "json", "png")
 # File names inside a study folder, per format.
 FILES = {
     "nifti": ("labels.nii.gz", "instances.nii.gz"),
@@ -33,17 +37,31 @@ FILES = {
     "json": ("report.json",),
     "csv": ("instances.csv",),
     "png": ("overlay.png",),
+    "tiff": ("labels.tif",),
+    "roi": ("rois.zip",),
+    "geojson": ("cells.geojson",),
+    "cells": ("cells.csv",),
 }
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Formats from "nifti,seg" (or a list), in canonical order; ValueError names an unknown one."""
+    """Formats from "nifti,seg" (or a list), in canonical order, or ("auto",); ValueError names an unknown one."""
     items = text.split(",") if isinstance(text, str) else list(text)
     wanted = {f.strip().lower() for f in items if f.strip()}
+    if wanted == {AUTO}:
+        return (AUTO,)
     unknown = sorted(wanted - set(FORMATS))
     if unknown or not wanted:
-        raise ValueError(f"unknown output format(s) {unknown or [text]}; choose from {', '.join(FORMATS)}")
+        raise ValueError(f"unknown output format(s) {unknown or [text]}; choose from {AUTO} or "
+                         f"{', '.join(FORMATS)}")
     return tuple(f for f in FORMATS if f in wanted)
+
+
+def formats_for(volume: Volume, formats: Sequence[str]) -> tuple[str, ...]:
+    """The formats written for `volume`: `formats` itself, or for ("auto",) those of its kind (see AUTO_*)."""
+    if tuple(formats) != (AUTO,):
+        return tuple(formats)
+    return AUTO_MICROSCOPY if volume.modality == "SM" else AUTO_MEDICAL
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -91,6 +109,7 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
     """
     from medmrcnn import export
 
+    formats = formats_for(volume, formats)
     written: list[str] = []
     notes: list[str] = []
     if "nifti" in formats:
@@ -112,7 +131,9 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
             write_seg(result, volume, folder / FILES["seg"][0], label_config=label_config)
             written.append(FILES["seg"][0])
     for fmt, writer in (("json", export.write_json_report), ("csv", export.write_csv),
-                        ("png", export.write_overlay_png)):
+                        ("png", export.write_overlay_png), ("tiff", export.write_label_image),
+                        ("roi", export.write_imagej_rois), ("geojson", export.write_geojson),
+                        ("cells", export.write_cell_table)):
         if fmt in formats:
             writer(result, folder / FILES[fmt][0])
             written.append(FILES[fmt][0])

@@ -123,8 +123,11 @@ def select_series(path: str | Path, infos: list[SeriesInfo], series: str | int |
 
 
 def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: bool = False,
-                rgb: str = "luma") -> Volume:
-    """Decode one scanned series into a Volume (raises VolumeLoadError with the reason it cannot be loaded)."""
+                rgb: str = "luma", channel: int | None = None) -> Volume:
+    """Decode one scanned series into a Volume (raises VolumeLoadError with the reason it cannot be loaded).
+
+    `channel` picks the channel of a multi-channel PNG / TIFF (see medmrcnn.io.raster); other kinds ignore it.
+    """
     if rgb not in RGB_MODES:
         raise ValueError(f"rgb must be one of {RGB_MODES}; got {rgb!r}")
     if not info.is_image:
@@ -151,7 +154,7 @@ def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: boo
     elif info.kind == ITK:
         volume = itk.load_itk(info, frame=frame, rgb=rgb)
     elif info.kind == RASTER:
-        volume = raster.load_raster(info, frame=frame, rgb=rgb)
+        volume = raster.load_raster(info, frame=frame, rgb=rgb, channel=channel)
     else:
         raise VolumeLoadError(info.source, f"unknown series kind {info.kind!r}")
     replace_non_finite(volume)
@@ -187,6 +190,7 @@ def load_volume(
     frame: int | None = None,
     allow_irregular: bool = False,
     rgb: str = "luma",
+    channel: int | None = None,
 ) -> Volume:
     """Load one image volume on the data contract (array (z, y, x), LPS affine, CT in HU).
 
@@ -198,11 +202,13 @@ def load_volume(
         frame: which 3D volume of a 4D file (or plane of a multi-plane TIFF); 4D data is never squashed.
         allow_irregular: accept DICOM stacks with missing slices / non-uniform spacing (mean spacing, warning).
         rgb: how RGB becomes one channel: "luma" (BT.601), "r", "g" or "b".
+        channel: which channel of a multi-channel microscopy image (TIFF C axis, or an RGB sample) is segmented.
     Returns:
         Volume; for DICOM `source_datasets` holds the headers (no pixel data) in slice order.
     """
     infos = scan(path)
-    return read_series(select_series(path, infos, series), frame=frame, allow_irregular=allow_irregular, rgb=rgb)
+    return read_series(select_series(path, infos, series), frame=frame, allow_irregular=allow_irregular, rgb=rgb,
+                       channel=channel)
 
 
 def load_volumes(
