@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "study.json"
 PARTIAL_PREFIX = ".partial-"
-FORMATS = ("nifti", "seg", "json", "csv", "png", "tiff", "roi", "geojson", "cells")
+FORMATS = ("nifti", "seg", "sr", "json", "csv", "png", "tiff", "roi", "geojson", "cells")
 # "auto" picks by input kind: microscopy (modality SM: PNG / TIFF) gets the formats of cell tools, the rest medical.
 AUTO = "auto"
 AUTO_MEDICAL = ("nifti", "seg", "json", "csv", "png")
@@ -34,6 +34,7 @@ AUTO_MICROSCOPY = ("tiff", "roi", "geojson", "cells", "json", "png")
 FILES = {
     "nifti": ("labels.nii.gz", "instances.nii.gz"),
     "seg": ("seg.dcm",),
+    "sr": ("sr.dcm",),
     "json": ("report.json",),
     "csv": ("instances.csv",),
     "png": ("overlay.png",),
@@ -45,7 +46,10 @@ FILES = {
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Formats from "nifti,seg" (or a list), in canonical order, or ("auto",); ValueError names an unknown one."""
+    """Formats from "nifti,seg" (or a list), in canonical order, or ("auto",); ValueError names an unknown one.
+
+    "sr" brings "seg" with it: the measurement report references the segments of the study's DICOM-SEG.
+    """
     items = text.split(",") if isinstance(text, str) else list(text)
     wanted = {f.strip().lower() for f in items if f.strip()}
     if wanted == {AUTO}:
@@ -54,6 +58,8 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     if unknown or not wanted:
         raise ValueError(f"unknown output format(s) {unknown or [text]}; choose from {AUTO} or "
                          f"{', '.join(FORMATS)}")
+    if "sr" in wanted:
+        wanted.add("seg")
     return tuple(f for f in FORMATS if f in wanted)
 
 
@@ -104,8 +110,9 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
     """Write `result` (a VolumeResult on `volume`'s grid) in each format into `folder`.
 
     Returns:
-        (file names written, notes). DICOM-SEG needs a DICOM input and at least one finding; otherwise it is left
-        out with a note rather than failing the study.
+        (file names written, notes). DICOM-SEG and SR need a DICOM input and at least one finding; otherwise they
+        are left out with a note rather than failing the study. With "sr" the SEG has one segment per instance, so
+        that each measurement of the SR references the instance's own segment.
     """
     from medmrcnn import export
 
@@ -128,8 +135,14 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
         else:
             from medmrcnn.dicomseg import write_seg
 
-            write_seg(result, volume, folder / FILES["seg"][0], label_config=label_config)
+            write_seg(result, volume, folder / FILES["seg"][0], per_instance="sr" in formats,
+                      label_config=label_config)
             written.append(FILES["seg"][0])
+            if "sr" in formats:
+                from medmrcnn.export.sr import write_sr
+
+                write_sr(result, folder / FILES["seg"][0], folder / FILES["sr"][0])
+                written.append(FILES["sr"][0])
     for fmt, writer in (("json", export.write_json_report), ("csv", export.write_csv),
                         ("png", export.write_overlay_png), ("tiff", export.write_label_image),
                         ("roi", export.write_imagej_rois), ("geojson", export.write_geojson),

@@ -30,7 +30,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", default=AUTO, metavar="LIST",
                    help=f"comma-separated outputs, any of {', '.join(FORMATS)}, or {AUTO} (default): "
                         f"{','.join(AUTO_MEDICAL)} for DICOM / NIfTI / NRRD / MHA, {','.join(AUTO_MICROSCOPY)} for "
-                        "PNG / TIFF microscopy. seg (DICOM-SEG) is written for DICOM inputs with findings")
+                        "PNG / TIFF microscopy. seg (DICOM-SEG) and sr (DICOM SR measurement report; implies seg, "
+                        "one segment per instance) are written for DICOM inputs with findings")
     p.add_argument("--channel", type=int, metavar="C",
                    help="channel to segment in multi-channel TIFFs (C axis) or RGB images (0 = R), as Cellpose's "
                         "--chan (default: channel 0, luma for RGB)")
