@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from medmrcnn.fileio import atomic_write_text
+from medmrcnn.geometry import is_sheared, shear_degrees
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "study.json"
 PARTIAL_PREFIX = ".partial-"
-FORMATS = ("nifti", "seg", "sr", "json", "csv", "png")
+FORMATS = ("nifti", "seg", "sr", "json", "csv", "png", "tiff", "roi", "geojson", "cells")
+# "auto" picks by input kind: microscopy (modality SM: PNG / TIFF) gets the formats of cell tools, the rest medical.
+AUTO = "auto"
+AUTO_MEDICAL = ("nifti", "seg", "json", "csv", "png")
+AUTO_MICROSCOPY = ("tiff", "roi", "geojson", "cells", "json", "png")
 # File names inside a study folder, per format.
 FILES = {
     "nifti": ("labels.nii.gz", "instances.nii.gz"),
@@ -33,22 +38,36 @@ FILES = {
     "json": ("report.json",),
     "csv": ("instances.csv",),
     "png": ("overlay.png",),
+    "tiff": ("labels.tif",),
+    "roi": ("rois.zip",),
+    "geojson": ("cells.geojson",),
+    "cells": ("cells.csv",),
 }
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Formats from "nifti,seg" (or a list), in canonical order; ValueError names an unknown one.
+    """Formats from "nifti,seg" (or a list), in canonical order, or ("auto",); ValueError names an unknown one.
 
     "sr" brings "seg" with it: the measurement report references the segments of the study's DICOM-SEG.
     """
     items = text.split(",") if isinstance(text, str) else list(text)
     wanted = {f.strip().lower() for f in items if f.strip()}
+    if wanted == {AUTO}:
+        return (AUTO,)
     unknown = sorted(wanted - set(FORMATS))
     if unknown or not wanted:
-        raise ValueError(f"unknown output format(s) {unknown or [text]}; choose from {', '.join(FORMATS)}")
+        raise ValueError(f"unknown output format(s) {unknown or [text]}; choose from {AUTO} or "
+                         f"{', '.join(FORMATS)}")
     if "sr" in wanted:
         wanted.add("seg")
     return tuple(f for f in FORMATS if f in wanted)
+
+
+def formats_for(volume: Volume, formats: Sequence[str]) -> tuple[str, ...]:
+    """The formats written for `volume`: `formats` itself, or for ("auto",) those of its kind (see AUTO_*)."""
+    if tuple(formats) != (AUTO,):
+        return tuple(formats)
+    return AUTO_MICROSCOPY if volume.modality == "SM" else AUTO_MEDICAL
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -97,6 +116,7 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
     """
     from medmrcnn import export
 
+    formats = formats_for(volume, formats)
     written: list[str] = []
     notes: list[str] = []
     if "nifti" in formats:
@@ -104,6 +124,9 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
         export.write_nifti(result, folder / labels_name, what="class")
         export.write_nifti(result, folder / instances_name, what="instance")
         written += [labels_name, instances_name]
+        if is_sheared(volume.affine):
+            notes.append(f"gantry tilt of {shear_degrees(volume.affine):.2f} degrees: NIfTI outputs are on an "
+                         "orthogonal grid (slices shifted within their planes), not the sheared input grid")
     if "seg" in formats:
         if not volume.source_datasets:
             notes.append("no DICOM-SEG: the input is not DICOM")
@@ -121,7 +144,9 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
                 write_sr(result, folder / FILES["seg"][0], folder / FILES["sr"][0])
                 written.append(FILES["sr"][0])
     for fmt, writer in (("json", export.write_json_report), ("csv", export.write_csv),
-                        ("png", export.write_overlay_png)):
+                        ("png", export.write_overlay_png), ("tiff", export.write_label_image),
+                        ("roi", export.write_imagej_rois), ("geojson", export.write_geojson),
+                        ("cells", export.write_cell_table)):
         if fmt in formats:
             writer(result, folder / FILES[fmt][0])
             written.append(FILES[fmt][0])

@@ -28,7 +28,7 @@ from medmrcnn.labels import LabelMap
 from medmrcnn.modeling.builder import model_device
 from medmrcnn.modeling.config import ModelConfig
 from medmrcnn.structures import SliceInstances
-from medmrcnn.transforms import normalise_volume, resolve_intensity, slice_with_context
+from medmrcnn.transforms import check_intensity_fit, normalise_volume, resolve_intensity, slice_with_context
 from medmrcnn.transforms.resample import inplane_size, resize_slices
 from medmrcnn.volume import Volume
 
@@ -96,6 +96,9 @@ class SliceWisePredictor:
         """Per-slice instances on the original grid (one SliceInstances per slice, empty where skipped), and a
         dict describing the run (intensity preset, network grid, batch size, slices run)."""
         cfg, mcfg = self.cfg, self.model_cfg
+        fit_warnings = check_intensity_fit(cfg.intensity or mcfg.intensity, volume, explicit=cfg.intensity is not None)
+        for w in fit_warnings:
+            log.warning("%s: %s", volume.source or "image", w)
         preset = resolve_intensity(cfg.intensity or mcfg.intensity, volume.modality)
         image = normalise_volume(volume, preset)  # float32 (z, y, x) in [0, 1]: the only full-size copy made
         nz, h, w = image.shape
@@ -125,7 +128,7 @@ class SliceWisePredictor:
                 if progress is not None:
                     progress(len(zs))
         info = {
-            "intensity": preset, "network_size_yx": list(net_size), "batch_size": batch_size,
+            "intensity": preset, "intensity_warnings": fit_warnings, "network_size_yx": list(net_size), "batch_size": batch_size,
             "device": str(self.device), "amp": amp, "slices_total": nz, "slices_run": int(len(todo)),
         }
         return slices, info

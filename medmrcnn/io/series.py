@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,11 @@ class SeriesInfo:
 
     @property
     def source(self) -> Path:
-        """A path naming the series in messages: its folder for multi-file DICOM series, else its file."""
+        """A path naming the series in messages: its folder for multi-file DICOM series (the folder holding all of
+        them when they lie in sibling folders), else its file."""
         if self.kind == DICOM_SERIES and len(self.paths) > 1:
-            return self.paths[0].parent
+            parents = {p.parent for p in self.paths}
+            return self.paths[0].parent if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents]))
         return self.paths[0]
 
     def summary(self) -> str:
@@ -95,17 +98,6 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     """`Type: message` of an exception from a third-party reader, on one line and at most `limit` characters."""
     text = " ".join(f"{type(error).__name__}: {error}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def orientation_code(affine: np.ndarray) -> str:
-    """Axis codes (x, y, z) in LPS "to" convention: the patient direction each index axis points to most."""
-    pos, neg = "LPS", "RAI"
-    codes = []
-    for c in range(3):
-        v = affine[:3, c]
-        a = int(np.argmax(np.abs(v)))
-        codes.append(pos[a] if v[a] > 0 else neg[a])
-    return "".join(codes)
 
 
 def check_dimensions(path: str | Path, shape: tuple[int, ...]) -> None:

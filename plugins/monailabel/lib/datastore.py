@@ -46,11 +46,12 @@ def check_label(label_path: str, image_path: str, known_values: KnownValues) -> 
     """Raise HTTP 422 unless the label map is readable, on the image's voxel grid and uses known label values."""
     from medmrcnn.errors import DataError
     from medmrcnn.io import load_volume
-    from medmrcnn.training.datalist import check_same_grid
+    from medmrcnn.geometry import check_same_grid
 
     with as_http_errors(f"label {Path(label_path).name}"):
         label = load_volume(label_path)
-        check_same_grid(load_volume(image_path), label, Path(label_path).name)
+        image = load_volume(image_path)
+        check_same_grid(label.affine, label.shape, image.affine, image.shape, Path(label_path).name)
         values = np.unique(label.array)
         known = known_values() | {0}
         unknown = sorted(int(v) for v in values if v not in known)
