@@ -67,7 +67,9 @@ def run_variant(spec: dict[str, Any], probe: Probe) -> dict[str, Any]:
             return session.run(None, {"image": x})
     else:
         if spec["variant"] == "torchscript":
-            module = torch.jit.load(spec["file"], map_location=device)
+            from medmrcnn.deploy.portable import load_torchscript
+
+            module = load_torchscript(spec["file"], device)
         else:
             from medmrcnn.deploy.portable import SliceDetector
             from medmrcnn.modeling.checkpoint import load_model

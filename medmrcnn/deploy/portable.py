@@ -151,11 +151,16 @@ def run_exported(path: Path, image: np.ndarray) -> tuple[np.ndarray, ...]:
     """(boxes, labels, scores, masks) of an exported model.pt / model.onnx for one slice (C, H, W) on the CPU."""
     if path.suffix == ".onnx":
         return tuple(onnx_session(path).run(None, {INPUT_NAME: np.ascontiguousarray(image, np.float32)}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; Triton still serves it
-        module = torch.jit.load(str(path), map_location="cpu")
+    module = load_torchscript(path)
     with torch.no_grad():
         return tuple(t.numpy() for t in module(torch.from_numpy(np.ascontiguousarray(image, np.float32))))
+
+
+def load_torchscript(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    """An exported model.pt, loaded on `device`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; Triton still serves it
+        return torch.jit.load(str(path), map_location=device)
 
 
 _SESSIONS: dict[Path, Any] = {}
