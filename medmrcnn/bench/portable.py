@@ -106,7 +106,8 @@ def bench_portable(runner: IsolatedRunner, settings: BenchSettings, fixtures: di
     n = len(slices)
     figures = {name: summarise(s, n, "slices") for name, s in samples.items()}
     reference = samples[OURS][0]
-    out: dict[str, Any] = {"slices": n, "network_matrix": list(slices.shape[2:]), "export_s": round(export["seconds"], 2),
+    out: dict[str, Any] = {"slices": n, "network_matrix": list(slices.shape[2:]),
+                           "export_s": round(export["seconds"], 2),
                            "variants": figures, "ratios": {}, "parity": {}}
     for name in EXPORTED:
         got = samples[name][0]

@@ -37,7 +37,7 @@ ONNX_OPSET = 17
 
 
 class SliceDetector(nn.Module):
-    """A torchvision Mask R-CNN in eval mode with a flat signature: image (C, H, W) -> (boxes, labels, scores, masks)."""
+    """A torchvision Mask R-CNN (eval mode) with a flat signature: image (C, H, W) -> boxes, labels, scores, masks."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

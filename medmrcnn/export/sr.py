@@ -64,8 +64,9 @@ def segment_for_instance(seg: pydicom.Dataset, record: InstanceRecord) -> Segmen
     return found
 
 
-def _measurement_group(record: InstanceRecord, seg: pydicom.Dataset, segment: SegmentRef,
-                       algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+def _measurement_group(
+    record: InstanceRecord, seg: pydicom.Dataset, segment: SegmentRef, algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """TID 1411 for one instance: segment reference, finding, volume, longest axial diameter, centre of mass."""
     referenced = hd.sr.ReferencedSegment(
         sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=segment.number,

@@ -99,7 +99,7 @@ def test_sr_refuses_a_seg_of_another_study(dicom_result, tmp_path):
 
 
 def test_infer_formats_sr_writes_a_seg_and_an_sr_that_references_it(dicom_result, tmp_path):
-    """The demo weights on a small phantom: `infer --formats sr` writes seg.dcm (one segment per instance) and sr.dcm."""
+    """Demo weights on a small phantom: `infer --formats sr` writes seg.dcm (one segment per instance) and sr.dcm."""
     series = Path(dicom_result.volume.source_datasets[0].filename).parent
     out = tmp_path / "out"
     assert main(["infer", str(series), "-o", str(out), "--formats", "sr", "--device", "cpu", "--quiet"]) == 0
