@@ -31,7 +31,7 @@ MILLIMETRE = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
 # The procedure each modality's report is about (TID 1500 row 4, CID 100); other modalities: a generic one.
 PROCEDURES = {"CT": codes.LN.CTUnspecifiedBodyRegion, "MR": codes.LN.MRIUnspecifiedBodyRegion,
               "PT": codes.LN.PETUnspecifiedBodyRegion, "NM": codes.LN.NMUnspecifiedBodyRegion}
-GENERIC_PROCEDURE = hd.sr.CodedConcept("P5-09051", "SRT", "Imaging procedure")  # as CID 100 lists it
+GENERIC_PROCEDURE = codes.SCT.ImagingProcedure
 SERIES_DESCRIPTION = "medmrcnn measurements"
 
 
