@@ -222,7 +222,7 @@ def _problem(info: SeriesInfo, allow_irregular: bool) -> str | None:
     if info.error:
         return info.error
     if info.irregular and not allow_irregular:
-        return f"{info.irregular} (use --allow-irregular to accept it with the mean slice spacing)"
+        return f"{info.irregular} (use --allow-irregular to accept it: outputs keep each slice's true position)"
     if info.n_volumes > 1:
         return f"{info.n_volumes} volumes in one file (4D / multi-plane); split it into 3D volumes first"
     return None
