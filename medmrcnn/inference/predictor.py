@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmrcnn.errors import DataError
 from medmrcnn.inference.assemble import assemble_result
 from medmrcnn.inference.batching import auto_batch_size
 from medmrcnn.inference.config import PredictorConfig
@@ -33,6 +34,24 @@ from medmrcnn.transforms.resample import inplane_size, resize_slices
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
+
+
+# Beyond this many pixels per network slice (4096 x 4096) one slice's feature maps alone take many GB: a model pixel
+# size far below the image's (or a huge image) is a configuration error, refused before any allocation.
+MAX_NETWORK_PIXELS = 4096 * 4096
+
+
+def check_network_size(volume: Volume, net_size: tuple[int, int], model_mm: float | None) -> None:
+    """DataError when resampling a slice to the model's pixel size would give an absurd network input."""
+    if net_size[0] * net_size[1] <= MAX_NETWORK_PIXELS:
+        return
+    _, sy, sx = volume.spacing
+    raise DataError(
+        f"{volume.source or 'image'}: slices of {volume.shape[1]}x{volume.shape[2]} pixels of {sy:.4g}x{sx:.4g} mm "
+        f"would be resampled to {net_size[0]}x{net_size[1]} for the model's {model_mm} mm pixels (limit "
+        f"{MAX_NETWORK_PIXELS} pixels per slice); check the image's pixel spacing or use a model trained at a "
+        "coarser pixel size"
+    )
 
 
 class SliceWisePredictor:
@@ -96,6 +115,9 @@ class SliceWisePredictor:
         """Per-slice instances on the original grid (one SliceInstances per slice, empty where skipped), and a
         dict describing the run (intensity preset, network grid, batch size, slices run)."""
         cfg, mcfg = self.cfg, self.model_cfg
+        _, sy, sx = volume.spacing
+        net_size = inplane_size(volume.shape[1:], (sy, sx), mcfg.pixel_spacing_mm)
+        check_network_size(volume, net_size, mcfg.pixel_spacing_mm)
         fit_warnings = check_intensity_fit(cfg.intensity or mcfg.intensity, volume, explicit=cfg.intensity is not None)
         for w in fit_warnings:
             log.warning("%s: %s", volume.source or "image", w)
@@ -105,8 +127,6 @@ class SliceWisePredictor:
         todo = np.arange(nz)
         if cfg.skip_empty_slices:
             todo = np.flatnonzero(image.reshape(nz, -1).max(axis=1) > cfg.empty_slice_max)
-        _, sy, sx = volume.spacing
-        net_size = inplane_size((h, w), (sy, sx), mcfg.pixel_spacing_mm)
         scale_xy = (w / net_size[1], h / net_size[0])
         amp = cfg.amp and self.device.type == "cuda"
         batch_size = cfg.batch_size or auto_batch_size(self.device, net_size, mcfg, amp)

@@ -150,3 +150,28 @@ def test_infer_output_naming_an_existing_file_is_a_usage_error(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "an existing file, not a folder" in lines[0]
     assert existing.read_text() == "keep me"
+
+
+def test_absurd_resampling_is_refused_before_anything_is_allocated():
+    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.modeling import build_model
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(pixel_spacing_mm=0.01, intensity="percentile")
+    predictor = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig())
+    ct = load_volume(PYDICOM_FILES / "CT_small.dcm")  # 128 x 128 pixels of 0.66 mm -> 8467 x 8467 at 0.01 mm
+    with pytest.raises(DataError, match=r"would be resampled to 8467x8467 for the model's 0.01 mm pixels"):
+        predictor.predict(ct)
+
+
+def test_model_trained_with_a_ct_window_refuses_an_mr_series():
+    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.modeling import build_model
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(intensity="ct:soft_tissue")
+    mr = load_volume(PYDICOM_FILES / "MR_small.dcm")
+    with pytest.raises(DataError, match="modality MR given to a model trained with the CT window"):
+        SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig()).predict(mr)
+    forced = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig(intensity="percentile")).predict(mr)
+    assert forced.metadata["intensity"] == "percentile" and forced.metadata["intensity_warnings"] == []
