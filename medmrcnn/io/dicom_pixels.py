@@ -222,6 +222,8 @@ def read_dicom_volume(info: SeriesInfo, rgb: str = "luma") -> Volume:
             "FrameOfReferenceUID", "")), "transfer_syntax": str(first.transfer_syntax),
         "paths": [str(f.path) for f in plan.files],
     })
+    if info.subseries:
+        metadata["subseries"] = info.subseries
     if info.kind == DICOM_MULTIFRAME:
         metadata["frame_numbers"] = [int(i) + 1 for i in plan.frames]  # 1-based, for referencing frames in SEG
     warnings = list(info.warnings)

@@ -54,7 +54,8 @@ def cases(tmp: Path) -> list[Case]:
         Case("CT_small", [PYDICOM_FILES / "CT_small.dcm"], "CT, 1 slice"),
         Case("MR_small", [PYDICOM_FILES / "MR_small.dcm"], "MR, 1 slice"),
         Case("CT5N", sorted((tree / "98892001" / "CT5N").iterdir()), "CT, 5 slices"),
-        Case("CT2N", sorted((tree / "98892001" / "CT2N").iterdir()), "CT, 2 slices"),
+        Case("CT2N", sorted((tree / "98892001" / "CT2N").iterdir()), "CT scout, 2 images in 2 planes"),
+        Case("CT2N plane 1", sorted((tree / "98892001" / "CT2N").iterdir()), "CT scout, its first plane", series=0),
         Case("CT2 (gaps)", sorted((tree / "77654033" / "CT2").iterdir()), "CT, 4 slices, uneven gaps",
              allow_irregular=True),
         Case("MR1 (3 series)", sorted((tree / "98892003" / "MR1").iterdir()), "MR, 3 one-slice series in a folder",
@@ -191,8 +192,7 @@ def evaluate(case: Case, work: Path) -> Result:
     except VolumeLoadError as e:
         refused = e.reason
     if ours is not None and case.series is not None:  # the other readers get the chosen series' files only
-        files = [f for f in files if str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
-                 == ours.series_uid]
+        files = [Path(p) for p in ours.metadata["paths"]]
     converted = read_dcm2niix(run_dcm2niix(files, work))
     read = read_simpleitk(files)
     if ours is not None:
@@ -209,7 +209,7 @@ def row(result: Result) -> dict[str, str]:
     """One table row: our output grid, and how dcm2niix and SimpleITK compare with it."""
     r = result
     if r.written is None:
-        ours = f"refused: {r.refused}"
+        ours = f"refused: {r.refused.split(';')[0]}"
     else:
         ours = f"{'x'.join(map(str, r.written.shape))}, {'/'.join(f'{s:.4g}' for s in r.written.spacing)} mm"
     if r.dcm2niix_shape is None:

@@ -175,3 +175,40 @@ def test_model_trained_with_a_ct_window_refuses_an_mr_series():
         SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig()).predict(mr)
     forced = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig(intensity="percentile")).predict(mr)
     assert forced.metadata["intensity"] == "percentile" and forced.metadata["intensity_warnings"] == []
+
+
+def _derived(source: Path, out: Path, **changes) -> None:
+    """Copies of a real series' files with attributes changed and new SOPInstanceUIDs."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(source.iterdir()):
+        ds = pydicom.dcmread(f)
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(out / f"{f.name}_{'_'.join(f'{k}{v}' for k, v in changes.items() if k != 'ImageType')}")
+
+
+def test_echoes_under_one_series_uid_are_split_and_each_segmented(tmp_path):
+    _derived(CT5N, tmp_path / "mr", EchoNumbers=1)
+    _derived(CT5N, tmp_path / "mr", EchoNumbers=2)
+    infos = [i for i in scan(tmp_path / "mr") if i.is_image]
+    assert sorted(i.subseries for i in infos) == ["echo 1", "echo 2"] and all(i.shape == (5, 16, 16) for i in infos)
+    studies = discover_studies([tmp_path / "mr"])
+    assert len(studies) == 2 and len({s.name for s in studies}) == 2 and all(s.error is None for s in studies)
+    assert all("echo" in s.name for s in studies)
+    from medmrcnn.batch.discovery import reload_series
+
+    again = reload_series(studies[1].info)  # the batch re-reads a study's own files when its turn comes
+    assert again.subseries == studies[1].info.subseries and again.shape == (5, 16, 16)
+
+
+def test_localizer_among_axial_slices_is_split_off(tmp_path):
+    shutil.copytree(CT5N, tmp_path / "ct")
+    scout = pydicom.dcmread(sorted(CT5N.iterdir())[0])
+    scout.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.SOPInstanceUID = pydicom.uid.generate_uid()
+    scout.save_as(tmp_path / "ct" / "scout")
+    infos = sorted((i for i in scan(tmp_path / "ct") if i.is_image), key=lambda i: i.shape)
+    assert [i.shape for i in infos] == [(1, 16, 16), (5, 16, 16)] and all(i.error is None for i in infos)
+    assert infos[0].orientation == "PIR" and infos[1].orientation == "LPS"
