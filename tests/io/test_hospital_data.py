@@ -212,3 +212,23 @@ def test_localizer_among_axial_slices_is_split_off(tmp_path):
     infos = sorted((i for i in scan(tmp_path / "ct") if i.is_image), key=lambda i: i.shape)
     assert [i.shape for i in infos] == [(1, 16, 16), (5, 16, 16)] and all(i.error is None for i in infos)
     assert infos[0].orientation == "PIR" and infos[1].orientation == "LPS"
+
+
+def test_projection_image_outputs_are_written_and_the_seg_left_out_with_a_note(tmp_path):
+    from medmrcnn.batch.outputs import write_outputs
+    from medmrcnn.inference import PredictorConfig
+    from medmrcnn.inference.assemble import assemble_result
+    from medmrcnn.labels import LabelMap
+    from medmrcnn.structures import SliceInstances
+
+    cr = load_volume(CR1)  # a CR radiograph: no ImagePositionPatient
+    found = np.zeros(cr.shape[1:], dtype=np.int32)
+    found[4:10, 3:9] = 1
+    slices = [SliceInstances.from_label_image(found, {1: 1}, {1: 0.9})]
+    result = assemble_result(cr, slices, LabelMap(("lesion",)), PredictorConfig(min_voxels=1))
+    assert result.num_instances == 1
+    written, notes = write_outputs(result, cr, tmp_path, ("nifti", "seg", "json"))
+    assert written == ["labels.nii.gz", "instances.nii.gz", "report.json"] and not (tmp_path / "seg.dcm").exists()
+    assert any(n.startswith("no DICOM-SEG:") and "no patient position" in n for n in notes)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels.nii.gz")))
+    assert labels.reshape(found.shape).tolist() == (found > 0).astype(np.uint8).tolist()
