@@ -1,8 +1,8 @@
 """`SliceWisePredictor`: a volume in, 3D instances out, in the volume's own geometry.
 
-    normalise (intensity preset) -> skip empty slices -> batches of 2D / 2.5D slices -> resample to the network's
+    axial layout (non-axial stacks permuted, never resampled) -> normalise (intensity preset) -> skip empty slices -> batches of 2D / 2.5D slices -> resample to the network's
     pixel size (on the device) -> Mask R-CNN (+ flips) -> compact per-slice instances on the original grid ->
-    link across slices -> instance / class maps -> per-instance measurements
+    link across slices -> instance / class maps -> per-instance measurements -> back on the input's grid
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from medmrcnn.errors import DataError
+from medmrcnn.geometry import Reorientation, orientation_code, reorientation_to
 from medmrcnn.inference.assemble import assemble_result
 from medmrcnn.inference.batching import auto_batch_size
 from medmrcnn.inference.config import PredictorConfig
@@ -34,6 +37,40 @@ from medmrcnn.transforms.resample import inplane_size, resize_slices
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
+
+
+def axial_layout(volume: Volume) -> tuple[Volume, Reorientation | None]:
+    """The volume with axial slices along its first axis, as the network was trained (non-axial stacks: sagittal or
+    coronal acquisitions, NIfTI stored LIA, PIL, ...), and the reorientation used; (volume, None) when its slices
+    already are axial or it is a single 2D image. The voxels are only permuted / flipped, never resampled."""
+    code = orientation_code(volume.affine)
+    if code[2] in "SI" or volume.shape[0] == 1:
+        return volume, None
+    try:
+        turn = reorientation_to(volume.affine, "LPS")
+    except ValueError:  # an oblique grid with no axis closest to S: its slices are the nearest to axial there are
+        return volume, None
+    array = np.ascontiguousarray(turn.apply(volume.array))
+    work = Volume(array=array, affine=turn.affine(volume.affine, volume.shape), modality=volume.modality,
+                  source=volume.source, series_uid=volume.series_uid, warnings=list(volume.warnings),
+                  metadata=dict(volume.metadata))
+    log.info("%s: %s slices segmented as axial slices (%s)", volume.source or "image", code,
+             orientation_code(work.affine))
+    return work, turn
+
+
+def back_on_input_grid(result: VolumeResult, volume: Volume, turn: Reorientation) -> VolumeResult:
+    """A result computed on `axial_layout(volume)` moved back onto `volume`'s own grid (label maps permuted back,
+    bounding boxes and slice ranges in the input's indices; centroids in mm and in-plane diameters unchanged)."""
+    instance_map = np.ascontiguousarray(turn.undo(result.instance_map))
+    class_map = np.ascontiguousarray(turn.undo(result.class_map))
+    boxes = ndimage.find_objects(instance_map)
+    records = []
+    for record in result.instances:
+        box = boxes[record.id - 1]
+        records.append(replace(record, bbox=tuple(b.start for b in box) + tuple(b.stop for b in box),
+                               slice_range=(box[0].start, box[0].stop - 1)))
+    return VolumeResult(volume, instance_map, class_map, records, result.labels, dict(result.metadata))
 
 
 # Beyond this many pixels per network slice (4096 x 4096) one slice's feature maps alone take many GB: a model pixel
@@ -95,13 +132,18 @@ class SliceWisePredictor:
             data: the image; never modified.
             progress: called with n as n more slices are done (skipped slices included), e.g. to advance a bar.
         Returns:
-            a VolumeResult on the input's voxel grid.
+            a VolumeResult on the input's voxel grid. Non-axial stacks are segmented as axial slices
+            (`axial_layout`) and the result put back on the input's grid.
         """
         volume = as_volume(data, self.cfg.image_key)
         t0 = time.perf_counter()
-        slices, info = self.predict_slices(volume, progress)
+        work, turn = axial_layout(volume)
+        slices, info = self.predict_slices(work, progress)
         t1 = time.perf_counter()
-        result = self.assemble(volume, slices)
+        result = self.assemble(work, slices)
+        if turn is not None:
+            result = back_on_input_grid(result, volume, turn)
+            info["reoriented"] = f"{orientation_code(volume.affine)} -> {orientation_code(work.affine)}"
         t2 = time.perf_counter()
         result.metadata.update(info)
         result.metadata["seconds"] = {"slices": round(t1 - t0, 3), "linking": round(t2 - t1, 3),

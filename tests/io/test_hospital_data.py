@@ -232,3 +232,30 @@ def test_projection_image_outputs_are_written_and_the_seg_left_out_with_a_note(t
     assert any(n.startswith("no DICOM-SEG:") and "no patient position" in n for n in notes)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels.nii.gz")))
     assert labels.reshape(found.shape).tolist() == (found > 0).astype(np.uint8).tolist()
+
+
+def test_sagittal_stack_is_segmented_as_axial_slices_and_returned_on_its_own_grid():
+    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.modeling import build_model
+    from tests.conftest import tiny_config
+
+    import torch
+
+    cfg = tiny_config(intensity="ct:soft_tissue")
+    torch.manual_seed(0)
+    predictor = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig(
+        score_threshold=0.0, min_voxels=1, batch_size=2, skip_empty_slices=False))
+    axial = load_volume(CT5N)
+    # The same voxels stored as a sagittal stack: array axes (x, z, y) -> slices along x ("PIL"-like layouts).
+    sagittal = Volume(np.ascontiguousarray(np.transpose(axial.array, (2, 0, 1))), axial.affine[:, [1, 2, 0, 3]],
+                      modality="CT")
+    assert sagittal.shape == (16, 5, 16)
+    want, got = predictor.predict(axial), predictor.predict(sagittal)
+    assert want.num_instances > 0
+    assert got.metadata["reoriented"].endswith("-> LPS") and "reoriented" not in want.metadata
+    assert got.instance_map.shape == sagittal.shape and got.volume is sagittal
+    assert np.array_equal(got.class_map, np.transpose(want.class_map, (2, 0, 1)))
+    assert np.array_equal(got.instance_map, np.transpose(want.instance_map, (2, 0, 1)))
+    for a, b in zip(want.instances, got.instances, strict=True):
+        assert np.allclose(a.centroid_mm, b.centroid_mm) and a.voxel_count == b.voxel_count
+        assert b.bbox == (a.bbox[2], a.bbox[0], a.bbox[1], a.bbox[5], a.bbox[3], a.bbox[4])
