@@ -259,3 +259,15 @@ def test_sagittal_stack_is_segmented_as_axial_slices_and_returned_on_its_own_gri
     for a, b in zip(want.instances, got.instances, strict=True):
         assert np.allclose(a.centroid_mm, b.centroid_mm) and a.voxel_count == b.voxel_count
         assert b.bbox == (a.bbox[2], a.bbox[0], a.bbox[1], a.bbox[5], a.bbox[3], a.bbox[4])
+
+
+def test_checkpoint_of_an_auto_intensity_training_records_the_concrete_preset(tmp_path):
+    from medmrcnn.modeling import read_checkpoint
+    from medmrcnn.training import train
+    from tests.training.conftest import micro_train_config
+
+    cfg = micro_train_config(tmp_path / "run", steps_per_epoch=1, data__phantom__n_train=2)
+    assert cfg.model.intensity == "auto"
+    result = train(cfg, progress=False)
+    assert read_checkpoint(result.last).config.intensity == "percentile"  # microscopy phantoms: not CT
+    assert "intensity: percentile" in (tmp_path / "run" / "config.yaml").read_text()
