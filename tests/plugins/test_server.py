@@ -182,6 +182,10 @@ def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
         return int(err.value.msg.split("Status: ")[1].split(";")[0])
 
     assert status_of(lambda: client.infer(VOLUME, "no-such-image", {})) == 404
+    # A path of the server's own files (here the test's truth file, which exists) is not a datastore image.
+    assert status_of(lambda: client.infer(VOLUME, str(data["ct_truth"]), {})) == 404
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"allow_irregular": "maybe"})) == 400
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"series": 3})) == 422  # a NIfTI holds one series
     assert status_of(lambda: client.upload_image(str(data["corrupt"]), image_id="corrupt")) == 422
     assert "corrupt" not in client.datastore()["objects"]
     assert status_of(lambda: client.infer(VOLUME, "", {}, file=str(data["corrupt"]))) == 422
@@ -194,6 +198,8 @@ def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
     assert "final" not in client.datastore()["objects"]["ct"]["labels"]
 
     assert server.alive()
+    _, loaded = client.infer(VOLUME, "ct", {"series": 0, "allow_irregular": True})  # load options are accepted
+    assert loaded["image"]["shape"]
     assert set(client.info()["models"]) == {VOLUME, CELLS}
     label_file, _ = client.infer(CELLS, "cells", {})
     assert nib.load(label_file).shape[:2] == (96, 96)
