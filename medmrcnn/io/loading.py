@@ -203,15 +203,16 @@ def load_volumes(
     return volumes
 
 
-def save_volume(volume: Volume, path: str | Path) -> Path:
+def save_volume(volume: Volume, path: str | Path, compress: bool = False) -> Path:
     """Write `volume` by suffix: .nii / .nii.gz (NIfTI-1, RAS), .nrrd / .nhdr, .mha / .mhd; atomic, dtype kept.
 
     Geometry follows docs/data-contract.md; a sheared affine (gantry tilt) is kept exactly (NIfTI sform without
-    qform; NRRD/MHA store the non-orthogonal direction matrix).
+    qform; NRRD/MHA store the non-orthogonal direction matrix). `compress` gzips NRRD / MetaImage voxel data
+    (NIfTI is compressed by its name, .nii.gz).
     """
     path = Path(path)
     if nifti.is_nifti(path):
         return nifti.save_nifti(volume, path)
     if itk.is_itk(path):
-        return itk.save_itk(volume, path)
+        return itk.save_itk(volume, path, compress=compress)
     raise ExportError(f"{path}: unsupported output format; use .nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd")
