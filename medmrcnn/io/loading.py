@@ -234,7 +234,7 @@ def load_volumes(
     return volumes
 
 
-def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None) -> Path:
+def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None, compress: bool = False) -> Path:
     """Write `volume` by suffix: .nii / .nii.gz (NIfTI-1, RAS), .nrrd / .nhdr, .mha / .mhd; atomic, dtype kept.
 
     Geometry follows docs/data-contract.md. Slices of an irregular stack (`metadata["slice_positions"]`, set when
@@ -243,7 +243,7 @@ def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None)
     readers (SimpleITK, Slicer, ITK-SNAP) refuse, is then resampled onto the orthogonal grid of
     `medmrcnn.geometry.orthogonal_grid`: each slice stays in its plane, shifted within it, so every voxel keeps its
     physical position. `labels` (default: integer or bool dtype) moves voxels by nearest neighbour (no new values),
-    otherwise linearly.
+    otherwise linearly. `compress` gzips NRRD / MetaImage voxel data (NIfTI is compressed by its name, .nii.gz).
     """
     path = Path(path)
     is_labels = volume.array.dtype.kind in "biu" if labels is None else labels
@@ -261,5 +261,5 @@ def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None)
     if nifti.is_nifti(path):
         return nifti.save_nifti(volume, path)
     if itk.is_itk(path):
-        return itk.save_itk(volume, path)
+        return itk.save_itk(volume, path, compress=compress)
     raise ExportError(f"{path}: unsupported output format; use .nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd")
