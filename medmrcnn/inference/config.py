@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 LINK_METRICS = ("iou", "overlap")
@@ -36,6 +36,8 @@ class PredictorConfig:
         tta_flips: test-time flips merged with the plain prediction: () none, ("x",), ("y",) or ("x", "y").
         tta_iou: box IoU at which detections from different flips are the same object.
         image_key: key of the image in MONAI dictionaries.
+        class_score_thresholds, class_mask_thresholds: per class name, thresholds replacing `score_threshold` /
+            `mask_threshold` for that class (as `medmrcnn calibrate` stores them in a checkpoint).
     """
 
     intensity: str | None = None
@@ -54,9 +56,15 @@ class PredictorConfig:
     tta_flips: tuple[str, ...] = ()
     tta_iou: float = 0.5
     image_key: str = "image"
+    class_score_thresholds: dict[str, float] = field(default_factory=dict)
+    class_mask_thresholds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tta_flips = tuple(self.tta_flips)
+        for name, table in (("class_score_thresholds", self.class_score_thresholds),
+                            ("class_mask_thresholds", self.class_mask_thresholds)):
+            if any(not 0.0 < float(v) <= 1.0 for v in table.values()):
+                raise ValueError(f"{name} must hold thresholds in (0, 1]; got {table}")
         for name in ("score_threshold", "mask_threshold", "duplicate_overlap", "link_threshold", "tta_iou"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
@@ -91,3 +99,17 @@ class PredictorConfig:
         if unknown:
             raise ValueError(f"unknown predictor config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def calibrated_config(thresholds: dict[str, Any] | None, **overrides: Any) -> PredictorConfig:
+    """PredictorConfig starting from a checkpoint's calibrated thresholds (ModelConfig.extra["thresholds"], written by
+    `medmrcnn calibrate`), then `overrides` (what the user asked for explicitly wins, and a user score threshold
+    replaces the per-class ones too)."""
+    kw: dict[str, Any] = {}
+    if thresholds:
+        kw = {"score_threshold": thresholds["score"], "mask_threshold": thresholds["mask"],
+              "class_score_thresholds": {n: t["score"] for n, t in thresholds.get("per_class", {}).items()},
+              "class_mask_thresholds": {n: t["mask"] for n, t in thresholds.get("per_class", {}).items()}}
+        if "score_threshold" in overrides:
+            kw["class_score_thresholds"] = {}
+    return PredictorConfig(**{**kw, **overrides})
