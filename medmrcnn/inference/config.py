@@ -36,6 +36,9 @@ class PredictorConfig:
         tta_flips: test-time flips merged with the plain prediction: () none, ("x",), ("y",) or ("x", "y").
         tta_iou: box IoU at which detections from different flips are the same object.
         image_key: key of the image in MONAI dictionaries.
+        tile_size: slices larger than this (px, either side) are predicted in overlapping tiles of this size
+            (medmrcnn.inference.tiling; memory bounded by the tile); None = never tile.
+        tile_overlap: px shared by neighbouring tiles; should exceed the largest object's diameter.
         class_score_thresholds, class_mask_thresholds: per class name, thresholds replacing `score_threshold` /
             `mask_threshold` for that class (as `medmrcnn calibrate` stores them in a checkpoint).
     """
@@ -56,6 +59,8 @@ class PredictorConfig:
     tta_flips: tuple[str, ...] = ()
     tta_iou: float = 0.5
     image_key: str = "image"
+    tile_size: int | None = 2048
+    tile_overlap: int = 128
     class_score_thresholds: dict[str, float] = field(default_factory=dict)
     class_mask_thresholds: dict[str, float] = field(default_factory=dict)
 
@@ -73,6 +78,9 @@ class PredictorConfig:
         if self.link_threshold <= 0.0 or self.duplicate_overlap <= 0.0:
             raise ValueError("link_threshold and duplicate_overlap must be above 0 (0 would join masks that do not "
                              "touch)")
+        if self.tile_size is not None and (self.tile_overlap < 0 or self.tile_size <= 2 * self.tile_overlap):
+            raise ValueError(f"tile_size ({self.tile_size}) must exceed twice tile_overlap ({self.tile_overlap}) "
+                             "and tile_overlap be >= 0")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None (auto); got {self.batch_size}")
         if self.link_metric not in LINK_METRICS:

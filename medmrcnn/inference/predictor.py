@@ -80,6 +80,10 @@ class SliceWisePredictor:
             a VolumeResult on the input's voxel grid.
         """
         volume = as_volume(data, self.cfg.image_key)
+        if self.cfg.tile_size is not None and max(volume.shape[1:]) > self.cfg.tile_size:
+            from medmrcnn.inference.tiling import predict_tiled
+
+            return predict_tiled(self, volume, tile=self.cfg.tile_size, overlap=self.cfg.tile_overlap)
         t0 = time.perf_counter()
         slices, info = self.predict_slices(volume, progress)
         t1 = time.perf_counter()
