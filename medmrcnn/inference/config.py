@@ -36,6 +36,8 @@ class PredictorConfig:
         tta_flips: test-time flips merged with the plain prediction: () none, ("x",), ("y",) or ("x", "y").
         tta_iou: box IoU at which detections from different flips are the same object.
         image_key: key of the image in MONAI dictionaries.
+        wall_classes: names of the model's classes that are walls (a myocardium, a bladder wall, the cortical
+            ribbon, a lesion's enhancing rim); their instances are measured for wall thickness.
     """
 
     intensity: str | None = None
@@ -54,9 +56,11 @@ class PredictorConfig:
     tta_flips: tuple[str, ...] = ()
     tta_iou: float = 0.5
     image_key: str = "image"
+    wall_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.tta_flips = tuple(self.tta_flips)
+        self.wall_classes = tuple(self.wall_classes)
         for name in ("score_threshold", "mask_threshold", "duplicate_overlap", "link_threshold", "tta_iou"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
@@ -82,6 +86,7 @@ class PredictorConfig:
         """Plain JSON-serialisable dict (what reports record)."""
         d = asdict(self)
         d["tta_flips"] = list(self.tta_flips)
+        d["wall_classes"] = list(self.wall_classes)
         return d
 
     @classmethod
