@@ -43,6 +43,8 @@ class PredictorConfig:
         tile_overlap: px shared by neighbouring tiles; should exceed the largest object's diameter.
         class_score_thresholds, class_mask_thresholds: per class name, thresholds replacing `score_threshold` /
             `mask_threshold` for that class (as `medmrcnn calibrate` stores them in a checkpoint).
+        wall_classes: names of the model's classes that are walls (a myocardium, a bladder wall, the cortical
+            ribbon, a lesion's enhancing rim); their instances are measured for wall thickness.
     """
 
     intensity: str | None = None
@@ -66,9 +68,11 @@ class PredictorConfig:
     tile_overlap: int = 128
     class_score_thresholds: dict[str, float] = field(default_factory=dict)
     class_mask_thresholds: dict[str, float] = field(default_factory=dict)
+    wall_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.tta_flips = tuple(self.tta_flips)
+        self.wall_classes = tuple(self.wall_classes)
         for name, table in (("class_score_thresholds", self.class_score_thresholds),
                             ("class_mask_thresholds", self.class_mask_thresholds)):
             if any(not 0.0 < float(v) <= 1.0 for v in table.values()):
@@ -103,6 +107,7 @@ class PredictorConfig:
         """Plain JSON-serialisable dict (what reports record)."""
         d = asdict(self)
         d["tta_flips"] = list(self.tta_flips)
+        d["wall_classes"] = list(self.wall_classes)
         return d
 
     @classmethod
