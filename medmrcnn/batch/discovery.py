@@ -211,9 +211,13 @@ def reload_series(info: SeriesInfo) -> SeriesInfo:
                                            f"files gone, e.g. {missing[0].name})")
     headers, _ = read_headers(info.paths)
     identity = study_identity(info)
-    found = [i for i in group_series(headers) if study_identity(i) == identity]
+    grouped = group_series(headers)
+    found = [i for i in grouped if study_identity(i) == identity]
+    if not found and info.subseries:  # a sub-series' own files form one stack: no sub-series label of their own
+        found = [i for i in grouped if i.is_image and i.series_uid == info.series_uid and i.kind == info.kind]
     if len(found) != 1 or found[0].shape != info.shape:
         raise VolumeLoadError(info.source, "the series changed on disk since the batch listed it")
+    found[0].subseries = info.subseries
     return found[0]
 
 
@@ -222,7 +226,7 @@ def _problem(info: SeriesInfo, allow_irregular: bool) -> str | None:
     if info.error:
         return info.error
     if info.irregular and not allow_irregular:
-        return f"{info.irregular} (use --allow-irregular to accept it with the mean slice spacing)"
+        return f"{info.irregular} (use --allow-irregular to accept it: outputs keep each slice's true position)"
     if info.n_volumes > 1:
         return f"{info.n_volumes} volumes in one file (4D / multi-plane); split it into 3D volumes first"
     return None

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from medmrcnn.errors import ExportError, GeometryMismatchError
 from medmrcnn.fileio import atomic_write_text
 from medmrcnn.geometry import is_sheared, shear_degrees
 from medmrcnn.volume import Volume
@@ -136,14 +137,18 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
         else:
             from medmrcnn.dicomseg import write_seg
 
-            write_seg(result, volume, folder / FILES["seg"][0], per_instance="sr" in formats,
-                      label_config=label_config)
-            written.append(FILES["seg"][0])
-            if "sr" in formats:
-                from medmrcnn.export.sr import write_sr
+            try:
+                write_seg(result, volume, folder / FILES["seg"][0], per_instance="sr" in formats,
+                          label_config=label_config)
+                written.append(FILES["seg"][0])
+            except (ExportError, GeometryMismatchError) as e:  # the study's other outputs still stand
+                notes.append(f"no DICOM-SEG: {e}")
+            else:
+                if "sr" in formats:
+                    from medmrcnn.export.sr import write_sr
 
-                write_sr(result, folder / FILES["seg"][0], folder / FILES["sr"][0])
-                written.append(FILES["sr"][0])
+                    write_sr(result, folder / FILES["seg"][0], folder / FILES["sr"][0])
+                    written.append(FILES["sr"][0])
     for fmt, writer in (("json", export.write_json_report), ("csv", export.write_csv),
                         ("png", export.write_overlay_png), ("tiff", export.write_label_image),
                         ("roi", export.write_imagej_rois), ("geojson", export.write_geojson),

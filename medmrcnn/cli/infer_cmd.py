@@ -45,7 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="studies read ahead in background threads while one is segmented (0: none; default: 1)")
     p.add_argument("--allow-irregular", action="store_true",
-                   help="accept DICOM series with missing slices / uneven spacing (mean spacing is used)")
+                   help="accept DICOM series with missing slices / uneven spacing (outputs keep each slice's true position "
+                        "on a regular grid)")
     p.add_argument("--label-config", metavar="JSON", help="SNOMED concepts and colours per class for DICOM-SEG")
     p.add_argument("--quiet", action="store_true", help="no progress bars (failures and the summary line still print)")
 

@@ -76,6 +76,10 @@ def source_planes(reference: Volume) -> SourcePlanes:
         raise ExportError(f"{what}: not DICOM (no DICOM headers in Volume.source_datasets); a DICOM-SEG must "
                           "reference the DICOM series it segments")
     nz, ny, nx = reference.shape
+    if not (_is_multiframe(datasets[0]) or all("ImagePositionPatient" in d and "ImageOrientationPatient" in d
+                                               for d in datasets)):
+        raise ExportError(f"{what}: no patient position (ImagePositionPatient / ImageOrientationPatient: a "
+                          "projection image such as CR, DX, MG or SC); a DICOM-SEG cannot place its frames")
     if (int(datasets[0].Rows), int(datasets[0].Columns)) != (ny, nx):
         raise GeometryMismatchError(f"{what}: DICOM images are {datasets[0].Rows}x{datasets[0].Columns} but the "
                                     f"volume slices are {ny}x{nx}")

@@ -6,7 +6,7 @@
 - `planes`: plane extraction from DICOM headers (classic and multi-frame functional groups) and stacking planes
   into a volume (ordering, gaps, tilt, duplicates);
 - `grid`: grid comparison (`check_same_grid`), placing DICOM planes on a grid (SEG reader / writer) and resampling
-  a sheared (gantry-tilt) grid onto an orthogonal one.
+  a sheared (gantry-tilt) grid onto an orthogonal one and irregular slices onto a regular grid.
 """
 
 from medmrcnn.geometry.axes import (
@@ -14,8 +14,8 @@ from medmrcnn.geometry.axes import (
     spacing_zyx,
 )
 from medmrcnn.geometry.grid import (
-    affine_slice_positions, check_plane_orientation, check_same_grid, grid_indices, orthogonal_grid,
-    resample_to_orthogonal, slice_ranks,
+    affine_slice_positions, check_plane_orientation, check_same_grid, grid_indices, orthogonal_grid, regular_grid,
+    resample_to_orthogonal, resample_to_regular, slice_ranks,
 )
 from medmrcnn.geometry.planes import (
     Planes, StackError, StackGeometry, functional_value, image_planes, stack_geometry,
@@ -30,5 +30,5 @@ __all__ = [
     "Reorientation", "SAME_GRID_TOL_VOXELS", "SPACING_ABS_TOL_MM", "SPACING_REL_TOL", "StackError", "StackGeometry",
     "TILT_TOL_DEG", "affine_slice_positions", "check_plane_orientation", "check_same_grid", "functional_value",
     "grid_indices", "image_planes", "is_sheared", "orientation_code", "orthogonal_grid", "plane_normal",
-    "reorientation_to", "resample_to_orthogonal", "shear_degrees", "slice_ranks", "spacing_zyx", "stack_geometry",
+    "regular_grid", "reorientation_to", "resample_to_orthogonal", "resample_to_regular", "shear_degrees", "slice_ranks", "spacing_zyx", "stack_geometry",
 ]

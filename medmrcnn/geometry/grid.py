@@ -157,3 +157,37 @@ def resample_to_orthogonal(array: np.ndarray, affine: np.ndarray, *, labels: boo
         ndimage.affine_transform(array[k], np.eye(2), offset=(-y0, -x0), output_shape=shape[1:], output=out[k],
                                  order=order, mode="grid-constant", cval=fill, prefilter=False)
     return out, new_affine
+
+
+def regular_grid(affine: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """A regular grid holding irregularly spaced slices (gaps, uneven steps) each at its true position.
+
+    The slice step is the smallest distance between neighbouring planes; each slice goes to the grid slice nearest
+    its plane (exact when the steps are multiples of the smallest, as with missing slices).
+    Args:
+        affine: the stack's affine (in-plane axes; its slice step only gives the stacking direction).
+        positions: (z, 3) LPS mm of voxel (0, 0) of each slice, in slice order.
+    Returns:
+        (affine of the regular grid, grid slice index of each slice (z,), largest distance in mm between a slice's
+        plane and its grid slice).
+    """
+    normal = plane_normal(affine)
+    along = np.asarray(positions, dtype=np.float64) @ normal
+    along = along - along[0]
+    steps = np.diff(along)
+    step = float(steps.min()) if len(steps) else abs(float(affine[:3, 2] @ normal))
+    index = np.rint(along / step).astype(np.int64)
+    out = affine.copy()
+    out[:3, 2] = affine[:3, 2] * (step / float(affine[:3, 2] @ normal))  # keeps a gantry tilt's direction
+    out[:3, 3] = positions[0]
+    return out, index, float(np.abs(along - index * step).max()) if len(along) else 0.0
+
+
+def resample_to_regular(array: np.ndarray, affine: np.ndarray, positions: np.ndarray, *,
+                        fill: float = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(z, y, x) slices at irregular `positions` placed on `regular_grid`; grid slices no acquired slice falls on
+    (gaps) get `fill`: nothing is interpolated across a gap (as dcmqi rebuilds a SEG's grid)."""
+    new_affine, index, _ = regular_grid(affine, positions)
+    out = np.full((int(index[-1]) + 1,) + array.shape[1:], fill, dtype=array.dtype)
+    out[index] = array
+    return out, new_affine

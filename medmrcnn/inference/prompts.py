@@ -36,7 +36,7 @@ from medmrcnn.inference.prompt_heads import (
     mask_probabilities,
     rpn_proposals,
 )
-from medmrcnn.inference.result import InstanceRecord
+from medmrcnn.inference.result import InstanceRecord, VolumeResult
 from medmrcnn.labels import LabelMap
 from medmrcnn.modeling.config import ModelConfig
 from medmrcnn.transforms import normalise_volume, resolve_intensity, slice_with_context
@@ -145,6 +145,13 @@ class PromptResult:
     slice_scores: dict[int, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def to_volume_result(self, labels: LabelMap) -> VolumeResult:
+        """The object as a one-instance VolumeResult (what the exporters and viewers' label writers take)."""
+        ids = self.mask.astype(np.uint16)
+        cls = ids * (self.record.class_id if self.record else 0)
+        return VolumeResult(self.volume, ids, cls.astype(np.uint8 if labels.num_classes <= 256 else np.uint16),
+                            [self.record] if self.record else [], labels, dict(self.metadata))
+
 
 @dataclass
 class _SliceObject:
@@ -190,8 +197,9 @@ class PromptSegmenter:
         hits, misses = self.cache.hits, self.cache.misses
         objects: dict[int, _SliceObject] = {}
         class_id = 0
+        avoid = self._background_objects(volume, key, prompt) if prompt.background else {}
         if prompt.box is not None:
-            class_id = self._box_prompt(volume, key, prompt, objects)
+            class_id = self._box_prompt(volume, key, prompt, objects, avoid)
             mode = "box"
         else:
             mode = "click"
@@ -199,13 +207,13 @@ class PromptSegmenter:
             z, y, x = click
             if z in objects and objects[z].mask[y, x]:
                 continue  # already part of the object
-            seed = self._object_at_click(volume, key, click, prompt, class_id)
+            seed = self._object_at_click(volume, key, click, prompt, class_id, avoid)
             if seed is None:
                 log.info("no object under the click %s", list(click))
                 continue
             class_id, obj = seed
             found = {z: obj}
-            self._propagate(volume, key, z, obj, class_id, prompt, found)
+            self._propagate(volume, key, z, obj, class_id, found, avoid)
             for zz, o in found.items():
                 if zz in objects:
                     objects[zz].mask |= o.mask
@@ -216,6 +224,8 @@ class PromptSegmenter:
         for z, obj in objects.items():
             mask[z] = obj.mask
         mask = _cut_background(mask, prompt.background)
+        if avoid and mask.any():
+            mask = _without(mask, avoid)
         scores = {z: objects[z].score for z in sorted(objects) if mask[z].any()}
         record = None
         if scores:
@@ -268,11 +278,13 @@ class PromptSegmenter:
         return list(prompt.class_ids) or list(range(1, self.labels.num_classes))
 
     def _on_slice(self, feats: SliceFeatures, proposals: torch.Tensor, classes: list[int],
-                  near: torch.Tensor | None = None) -> tuple[int, _SliceObject | None]:
+                  near: torch.Tensor | None = None, avoid: np.ndarray | None = None
+                  ) -> tuple[int, _SliceObject | None]:
         """Class (best of `classes`) and object the heads find from the best of `proposals` [N, 4].
 
         With `near` [4] (the object's box on the adjacent slice), only refined boxes overlapping it (IoU >= 0.3)
-        compete, so the object followed cannot jump to a neighbour of the same class.
+        compete, so the object followed cannot jump to a neighbour of the same class. Candidates lying mostly (half
+        or more) in `avoid` (the background objects on this slice) are passed over for the next best.
         """
         probs, refined = classify_boxes(self.model, feats, proposals)
         allowed = torch.tensor(classes)
@@ -280,46 +292,58 @@ class PromptSegmenter:
         if near is not None:
             iou = box_iou(refined[:, allowed].reshape(-1, 4), near[None]).reshape(scores.shape)
             scores = torch.where(iou >= 0.3, scores, torch.zeros_like(scores))
-        best = scores.flatten().argmax()
-        i, c = int(best // len(classes)), int(allowed[best % len(classes)])
-        score = float(scores.flatten()[best])
-        box = refined[i, c]
-        if score < self.cfg.keep_score or box[2] <= box[0] or box[3] <= box[1]:
-            return c, None
-        mask = self._masks(feats, box[None], torch.tensor([c]))[0]
-        return c, (None if mask is None else _SliceObject(score, _mask_box(mask), mask))
+        order = torch.argsort(scores.flatten(), descending=True, stable=True)[: self.cfg.max_candidates]
+        c = int(allowed[int(order[0]) % len(classes)])
+        for best in order.tolist():
+            i, c = best // len(classes), int(allowed[best % len(classes)])
+            score = float(scores.flatten()[best])
+            box = refined[i, c]
+            if score < self.cfg.keep_score:
+                break
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue
+            mask = self._masks(feats, box[None], torch.tensor([c]))[0]
+            if mask is None or (avoid is not None and np.count_nonzero(mask & avoid) >= 0.5 * mask.sum()):
+                continue
+            return c, _SliceObject(score, _mask_box(mask), mask)
+        return c, None
 
     # -- the prompts --------------------------------------------------------------------------------------------
 
-    def _box_prompt(self, volume: Volume, key: Hashable, prompt: Prompt, objects: dict[int, _SliceObject]) -> int:
-        """Fill `objects` with the object inside prompt.box; return its class id (0 when nothing was found)."""
+    def _box_prompt(self, volume: Volume, key: Hashable, prompt: Prompt, objects: dict[int, _SliceObject],
+                    avoid: dict[int, np.ndarray]) -> int:
+        """Fill `objects` with the object inside prompt.box, avoiding the background objects `avoid`; return its
+        class id (0 when nothing was found)."""
         z0, y0, x0, z1, y1, x1 = prompt.box  # type: ignore[misc]
         proposal = torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32)
         classes = self._allowed(prompt, 0)
-        # One class for the whole object: the most probable one summed over the slices of the box.
+        # One class for the whole object: the most probable one for the box, summed over its slices.
         total = torch.zeros(self.labels.num_classes)
-        best_z, best_p = z0, -1.0
         for z in range(z0, z1):
-            probs = classify_boxes(self.model, self._features(volume, key, z), proposal)[0][0]
-            total += probs
-            if float(probs[classes].max()) > best_p:
-                best_z, best_p = z, float(probs[classes].max())
+            total += classify_boxes(self.model, self._features(volume, key, z), proposal)[0][0]
         allowed = torch.tensor(classes)
         c = int(allowed[total[allowed].argmax()])
-        # Seeded on its most confident slice, then followed through the box's slices, the box itself staying a
-        # proposal on each (where the object is much smaller than the box, the previous slice's box fits better).
-        _, obj = self._on_slice(self._features(volume, key, best_z), proposal, [c])
+        # Seeded on its most confident slice - the box, or an RPN proposal inside it where the object is much
+        # smaller than the box - then followed through the box's slices with the box still a proposal on each.
+        seed_z, obj = z0, None
+        for z in range(z0, z1):
+            feats = self._features(volume, key, z)
+            rpn = rpn_proposals(self.model, feats)
+            inside = _area(_intersect(rpn, proposal[0])) >= 0.9 * _area(rpn)
+            _, cand = self._on_slice(feats, torch.cat([proposal, rpn[inside]]), [c], avoid=avoid.get(z))
+            if cand is not None and (obj is None or cand.score > obj.score):
+                seed_z, obj = z, cand
         if obj is None:
             return 0
-        obj.mask = _without_clicks(obj.mask, best_z, prompt.background)
-        objects[best_z] = obj
+        objects[seed_z] = obj
         z_range = None if z1 - z0 == 1 else (z0, z1)  # a box on one slice: followed as far as the object goes
-        self._propagate(volume, key, best_z, obj, c, prompt, objects, proposal, z_range)
+        self._propagate(volume, key, seed_z, obj, c, objects, avoid, proposal, z_range)
         return c
 
-    def _object_at_click(self, volume: Volume, key: Hashable, click: Voxel, prompt: Prompt, class_id: int
-                         ) -> tuple[int, _SliceObject] | None:
-        """(class, object) of the best candidate on the click's slice whose mask covers it and no background click."""
+    def _object_at_click(self, volume: Volume, key: Hashable, click: Voxel, prompt: Prompt, class_id: int,
+                         avoid: dict[int, np.ndarray]) -> tuple[int, _SliceObject] | None:
+        """(class, object) of the best candidate on the click's slice whose mask covers it and lies mostly outside
+        the background objects `avoid`."""
         z, y, x = (int(v) for v in click)
         feats = self._features(volume, key, z)
         props = rpn_proposals(self.model, feats)
@@ -341,15 +365,35 @@ class PromptSegmenter:
         keep = batched_nms(boxes, scores, labels, 0.7)[: self.cfg.max_candidates]
         masks = self._masks(feats, boxes[keep], labels[keep])
         for i, m in zip(keep.tolist(), masks):
-            if m is None or not m[y, x] or _touches(m, z, prompt.background):
+            bg = avoid.get(z)
+            if m is None or not m[y, x] or (bg is not None and np.count_nonzero(m & bg) >= 0.5 * m.sum()):
                 continue
             return int(labels[i]), _SliceObject(float(scores[i]), _mask_box(m), m)
         return None
 
-    def _propagate(self, volume: Volume, key: Hashable, z: int, seed: _SliceObject, class_id: int, prompt: Prompt,
-                   objects: dict[int, _SliceObject], box: torch.Tensor | None = None,
+    def _background_objects(self, volume: Volume, key: Hashable, prompt: Prompt) -> dict[int, np.ndarray]:
+        """{slice: (y, x) bool} of the objects under the background clicks (any class, followed through their
+        slices); a click on no object stands for itself."""
+        out: dict[int, np.ndarray] = {}
+        for click in prompt.background:
+            z = int(click[0])
+            seed = self._object_at_click(volume, key, click, Prompt(foreground=(click,)), 0, {})
+            if seed is None:
+                found = {z: np.zeros(volume.shape[1:], dtype=bool)}
+                found[z][int(click[1]), int(click[2])] = True
+            else:
+                objs = {z: seed[1]}
+                self._propagate(volume, key, z, seed[1], seed[0], objs, {})
+                found = {zz: o.mask for zz, o in objs.items()}
+            for zz, m in found.items():
+                out[zz] = out[zz] | m if zz in out else m
+        return out
+
+    def _propagate(self, volume: Volume, key: Hashable, z: int, seed: _SliceObject, class_id: int,
+                   objects: dict[int, _SliceObject], avoid: dict[int, np.ndarray], box: torch.Tensor | None = None,
                    z_range: tuple[int, int] | None = None) -> None:
-        """Follow the object from slice z up and down (previous box as the next proposal) until it ends.
+        """Follow the object from slice z up and down (previous box as the next proposal) until it ends, passing
+        over candidates inside the background objects `avoid`.
 
         `box` [1, 4] is a further proposal on every slice; `z_range` (start, stop) bounds the slices visited.
         """
@@ -365,10 +409,9 @@ class PromptSegmenter:
                 rpn = rpn[box_iou(rpn, prev.box[None])[:, 0] >= 0.3]
                 proposals = torch.cat([prev.box[None], torch.cat([prev.box[:2] - pad, prev.box[2:] + pad])[None], rpn,
                                        *([box] if box is not None else [])])
-                _, obj = self._on_slice(feats, proposals, [class_id], near=prev.box)
+                _, obj = self._on_slice(feats, proposals, [class_id], near=prev.box, avoid=avoid.get(zz))
                 if obj is None:
                     break
-                obj.mask = _without_clicks(obj.mask, zz, prompt.background)
                 shared = np.count_nonzero(obj.mask & prev.mask)
                 if shared < self.cfg.min_overlap * max(np.count_nonzero(prev.mask), 1):
                     break
@@ -377,24 +420,33 @@ class PromptSegmenter:
                 zz += step
 
 
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    """Areas of [N, 4] xyxy boxes (0 for empty ones)."""
+    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+
+
+def _intersect(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """[N, 4] intersections of boxes with one box [4] (possibly empty)."""
+    return torch.cat([torch.maximum(boxes[:, :2], box[:2]), torch.minimum(boxes[:, 2:], box[2:])], dim=1)
+
+
 def _mask_box(mask: np.ndarray) -> torch.Tensor:
     """FloatTensor[4]: the tight xyxy box (exclusive x1/y1) of a non-empty (y, x) mask."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
 
 
-def _touches(mask: np.ndarray, z: int, clicks: Sequence[Voxel]) -> bool:
-    """True when a click on slice z lies inside the (y, x) mask."""
-    return any(int(c[0]) == z and mask[int(c[1]), int(c[2])] for c in clicks)
-
-
-def _without_clicks(mask: np.ndarray, z: int, clicks: Sequence[Voxel]) -> np.ndarray:
-    """The (y, x) mask without its connected parts holding a background click on slice z."""
-    if not _touches(mask, z, clicks):
-        return mask
-    parts, _ = ndimage.label(mask)
-    hit = {int(parts[int(c[1]), int(c[2])]) for c in clicks if int(c[0]) == z}
-    return mask & ~np.isin(parts, list(hit - {0}))
+def _without(mask: np.ndarray, avoid: dict[int, np.ndarray]) -> np.ndarray:
+    """The (z, y, x) mask without the background objects (grown by a pixel) and without the crumbs (3D parts under
+    5 % of what remains) such a cut leaves at their rim."""
+    for z, m in avoid.items():
+        if (mask[z] & m).any():
+            mask[z] &= ~ndimage.binary_dilation(m)
+    parts, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(parts.ravel())[1:]
+        mask &= np.isin(parts, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+    return mask
 
 
 def _cut_background(mask: np.ndarray, clicks: Sequence[Voxel]) -> np.ndarray:

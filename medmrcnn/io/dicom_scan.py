@@ -336,6 +336,58 @@ def _guarded(build, kind: str, files: list[DicomFile]) -> SeriesInfo:
         return info
 
 
+# Attributes that tell apart several stacks sharing one SeriesInstanceUID, tried in this order (as dcm2niix does):
+# the image plane (orientation and size: localizers, multi-plane scouts), echoes, temporal positions / phases,
+# acquisitions, image types. Only what is needed is used, and only when the images cannot form one stack.
+_STACK_KEYS = (
+    ("plane", lambda ds: (tuple(np.round(np.asarray(ds.get("ImageOrientationPatient") or [0] * 6, dtype=float), 3)),
+                          int(ds.Rows), int(ds.Columns))),
+    ("echo", lambda ds: str(ds.get("EchoNumbers", "")).strip()),
+    ("temporal position", lambda ds: str(ds.get("TemporalPositionIdentifier", "")).strip()),
+    ("trigger time", lambda ds: str(ds.get("TriggerTime", "")).strip()),
+    ("acquisition", lambda ds: str(ds.get("AcquisitionNumber", "")).strip()),
+    ("image type", lambda ds: "\\".join(ds.get("ImageType", []) or [])),
+)
+_SEVERAL_STACKS = ("mixed orientations", "duplicate slice positions", "mixed image sizes")
+
+
+def split_stacks(files: list[DicomFile]) -> list[SeriesInfo]:
+    """The single-frame images of one SeriesInstanceUID as one stack or, when they cannot form one (several
+    orientations, sizes, or images at the same positions), as sub-series told apart by `_STACK_KEYS`; each
+    sub-series is labelled in `SeriesInfo.subseries` (e.g. "echo 2", "plane 1/3")."""
+    whole = _guarded(_classic_series, DICOM_SERIES, files)
+    if not (whole.error or "").startswith(_SEVERAL_STACKS):
+        return [whole]
+    used: list[tuple[str, object]] = []
+    for name, key in _STACK_KEYS:
+        try:
+            values = [key(f.header) for f in files]
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if len(set(values)) < 2:
+            continue
+        used.append((name, values))
+        groups: dict[tuple, list[DicomFile]] = defaultdict(list)
+        for i, f in enumerate(files):
+            groups[tuple(v[i] for _, v in used)].append(f)
+        parts = [_guarded(_classic_series, DICOM_SERIES, g) for g in groups.values()]
+        if any((p.error or "").startswith(_SEVERAL_STACKS) for p in parts):
+            continue
+        for part, combination in zip(parts, groups, strict=True):
+            part.subseries = ", ".join(_sub_label(n, v, vs) for (n, vs), v in zip(used, combination, strict=True))
+        log.info("%s: %d stacks in one series, split by %s", whole.source, len(parts), ", ".join(n for n, _ in used))
+        return parts
+    return [whole]
+
+
+def _sub_label(name: str, value: object, values: list) -> str:
+    """'echo 2', or 'plane 1/3' for values without a readable number."""
+    if name == "plane":
+        distinct = sorted(set(values), key=values.index)
+        return f"plane {distinct.index(value) + 1}/{len(distinct)}"
+    return f"{name} {value or '(none)'}"
+
+
 def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
     """Group headers by SeriesInstanceUID into classic series, multi-frame objects and non-image entries."""
     by_uid: dict[str, list[DicomFile]] = defaultdict(list)
@@ -359,7 +411,7 @@ def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
             infos.append(info)
         infos += [_guarded(_multiframe, DICOM_MULTIFRAME, [f]) for f in images]
         if singles:
-            infos.append(_guarded(_classic_series, DICOM_SERIES, singles))
+            infos += split_stacks(singles)
     for info in infos:
         if info.affine is not None:
             info.orientation = orientation_code(info.affine)

@@ -42,6 +42,8 @@ class SeriesInfo:
         affine: the data-contract affine `load_volume` would give (LPS mm), None when unknown.
         number: SeriesNumber for DICOM (None otherwise); used to order the listing.
         n_volumes: 3D volumes in the file (4D NIfTI/NRRD, multi-page TIFF); more than one needs `frame=`.
+        subseries: which stack of a SeriesInstanceUID holding several ("echo 2", "plane 1/3", ...); "" when the
+            series is one stack.
     """
 
     kind: str
@@ -59,6 +61,7 @@ class SeriesInfo:
     affine: np.ndarray | None = None
     number: int | None = None
     n_volumes: int = 1
+    subseries: str = ""
     plan: Any = field(default=None, repr=False, compare=False)  # reader-specific loading plan (headers, order)
 
     @property
@@ -80,7 +83,8 @@ class SeriesInfo:
         shape = "x".join(str(s) for s in self.shape) if self.shape else "?"
         name = self.series_uid or self.paths[0].name
         desc = f" '{self.description}'" if self.description and self.description != self.paths[0].name else ""
-        return f"{self.modality} {shape} ({self.n_files} file{'s' if self.n_files != 1 else ''}) {name}{desc}"
+        sub = f" [{self.subseries}]" if self.subseries else ""
+        return f"{self.modality} {shape} ({self.n_files} file{'s' if self.n_files != 1 else ''}) {name}{sub}{desc}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (paths as strings, affine as nested lists)."""
@@ -88,7 +92,7 @@ class SeriesInfo:
             "kind": self.kind, "series_uid": self.series_uid, "modality": self.modality,
             "shape": list(self.shape) if self.shape else None, "spacing": list(self.spacing) if self.spacing else None,
             "orientation": self.orientation, "description": self.description, "n_files": self.n_files,
-            "series_number": self.number, "n_volumes": self.n_volumes, "warnings": list(self.warnings),
+            "series_number": self.number, "subseries": self.subseries, "n_volumes": self.n_volumes, "warnings": list(self.warnings),
             "error": self.error, "irregular": self.irregular,
             "affine": self.affine.tolist() if self.affine is not None else None, "paths": [str(p) for p in self.paths],
         }

@@ -20,8 +20,8 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
 from medmrcnn.errors import VolumeLoadError
-from medmrcnn.geometry import reorientation_to, resample_to_orthogonal
-from medmrcnn.io import load_volume
+from medmrcnn.geometry import reorientation_to
+from medmrcnn.io import load_volume, save_volume
 from medmrcnn.volume import Volume
 
 PYDICOM_FILES = Path(get_testdata_file("CT_small.dcm", download=False)).parent
@@ -54,7 +54,8 @@ def cases(tmp: Path) -> list[Case]:
         Case("CT_small", [PYDICOM_FILES / "CT_small.dcm"], "CT, 1 slice"),
         Case("MR_small", [PYDICOM_FILES / "MR_small.dcm"], "MR, 1 slice"),
         Case("CT5N", sorted((tree / "98892001" / "CT5N").iterdir()), "CT, 5 slices"),
-        Case("CT2N", sorted((tree / "98892001" / "CT2N").iterdir()), "CT, 2 slices"),
+        Case("CT2N", sorted((tree / "98892001" / "CT2N").iterdir()), "CT scout, 2 images in 2 planes"),
+        Case("CT2N plane 1", sorted((tree / "98892001" / "CT2N").iterdir()), "CT scout, its first plane", series=0),
         Case("CT2 (gaps)", sorted((tree / "77654033" / "CT2").iterdir()), "CT, 4 slices, uneven gaps",
              allow_irregular=True),
         Case("MR1 (3 series)", sorted((tree / "98892003" / "MR1").iterdir()), "MR, 3 one-slice series in a folder",
@@ -105,7 +106,7 @@ class Comparison:
 
     @property
     def agrees(self) -> bool:
-        """Same shape, affine within 0.01 mm, voxels within 0.5 (rescaled units)."""
+        """Same shape, grid corners within 0.01 mm, voxels within 0.5 (rescaled units)."""
         return self.shape and self.max_affine_mm <= 1e-2 and self.max_value_diff <= 0.5
 
 
@@ -126,7 +127,8 @@ def compare(ours: Volume, array: np.ndarray, affine: np.ndarray, note: str = "")
 def run_dcm2niix(files: list[Path], work: Path) -> list[Path]:
     """dcm2niix's NIfTI files for the series in `files` (copied alone into a folder)."""
     src, out = work / "in", work / "out"
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     src.mkdir(parents=True)
     out.mkdir()
     for i, f in enumerate(files):
@@ -165,33 +167,65 @@ def read_simpleitk(files: list[Path]) -> tuple[np.ndarray, np.ndarray] | None:
     return (array[None] if dim == 2 else array), affine
 
 
-def row(case: Case, work: Path) -> dict[str, str]:
-    """One table row: our grid, and how dcm2niix and SimpleITK compare with it."""
+@dataclass
+class Result:
+    """Our reading of one case and how dcm2niix and SimpleITK compare with it."""
+
+    case: Case
+    ours: Volume | None
+    refused: str
+    written: Volume | None
+    dcm2niix: Comparison | None
+    dcm2niix_file: str
+    dcm2niix_shape: tuple[int, ...] | None
+    simpleitk: Comparison | None
+    simpleitk_shape: tuple[int, ...] | None
+
+
+def evaluate(case: Case, work: Path) -> Result:
+    """Read the case with the three readers; our outputs' grid is what `save_volume` writes (tilt, gaps)."""
     files = case.files
+    ours, refused, written = None, "", None
     try:
         ours = load_volume(files[0] if len(files) == 1 else files[0].parent, case.series,
                            allow_irregular=case.allow_irregular)
     except VolumeLoadError as e:
-        ours, refused = None, e.reason
+        refused = e.reason
     if ours is not None and case.series is not None:  # the other readers get the chosen series' files only
-        files = [f for f in files if str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
-                 == ours.series_uid]
+        files = [Path(p) for p in ours.metadata["paths"]]
     converted = read_dcm2niix(run_dcm2niix(files, work))
     read = read_simpleitk(files)
-    if ours is None:
-        return {"series": case.name, "what": case.what, "ours": f"refused: {refused}",
-                "dcm2niix": "no output" if converted is None else f"converted {'x'.join(map(str, converted[0].shape))}",
-                "simpleitk": "refused" if read is None else f"read {'x'.join(map(str, read[0].shape))}"}
-    array, affine = resample_to_orthogonal(ours.array, ours.affine, labels=False)  # what our outputs hold
-    written = Volume(array, affine)
-    result = {"series": case.name, "what": case.what,
-              "ours": f"{'x'.join(map(str, written.shape))}, {'/'.join(f'{s:.4g}' for s in written.spacing)} mm"}
-    result["dcm2niix"] = "no output" if converted is None else (
-        _describe(compare(written, converted[0], converted[1])) + (
-            " (its _Tilt_1 file)" if "_Tilt_1" in converted[2] else " (its _Eq_1 file)" if "_Eq_1" in converted[2]
-            else ""))
-    result["simpleitk"] = "refused" if read is None else _describe(compare(ours, *read))
-    return result
+    if ours is not None:
+        written = load_volume(save_volume(ours, work / "ours.nii", labels=False))
+    return Result(
+        case, ours, refused, written,
+        compare(written, converted[0], converted[1]) if converted and written else None,
+        converted[2] if converted else "", converted[0].shape if converted else None,
+        compare(ours, *read) if read and ours else None, read[0].shape if read else None,
+    )
+
+
+def row(result: Result) -> dict[str, str]:
+    """One table row: our output grid, and how dcm2niix and SimpleITK compare with it."""
+    r = result
+    if r.written is None:
+        ours = f"refused: {r.refused.split(';')[0]}"
+    else:
+        ours = f"{'x'.join(map(str, r.written.shape))}, {'/'.join(f'{s:.4g}' for s in r.written.spacing)} mm"
+    if r.dcm2niix_shape is None:
+        d2n = "no output"
+    elif r.dcm2niix is None:
+        d2n = f"converted {'x'.join(map(str, r.dcm2niix_shape))}"
+    else:
+        d2n = _describe(r.dcm2niix) + (" (its _Tilt_1 file)" if "_Tilt_1" in r.dcm2niix_file else
+                                       " (its _Eq_1 file)" if "_Eq_1" in r.dcm2niix_file else "")
+    if r.simpleitk_shape is None:
+        itk = "refused"
+    elif r.simpleitk is None:
+        itk = f"read {'x'.join(map(str, r.simpleitk_shape))}"
+    else:
+        itk = _describe(r.simpleitk)
+    return {"series": r.case.name, "what": r.case.what, "ours": ours, "dcm2niix": d2n, "simpleitk": itk}
 
 
 def _describe(c: Comparison) -> str:
@@ -205,7 +239,7 @@ if __name__ == "__main__":
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        rows = [row(c, Path(d) / str(i)) for i, c in enumerate(cases(Path(d)))]
+        rows = [row(evaluate(c, Path(d) / str(i))) for i, c in enumerate(cases(Path(d)))]
     print("| series | what | ours (z x y x x, spacing z/y/x) | dcm2niix | SimpleITK |")
     print("|---|---|---|---|---|")
     for r in rows:

@@ -150,3 +150,124 @@ def test_infer_output_naming_an_existing_file_is_a_usage_error(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "an existing file, not a folder" in lines[0]
     assert existing.read_text() == "keep me"
+
+
+def test_absurd_resampling_is_refused_before_anything_is_allocated():
+    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.modeling import build_model
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(pixel_spacing_mm=0.01, intensity="percentile")
+    predictor = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig())
+    ct = load_volume(PYDICOM_FILES / "CT_small.dcm")  # 128 x 128 pixels of 0.66 mm -> 8467 x 8467 at 0.01 mm
+    with pytest.raises(DataError, match=r"would be resampled to 8467x8467 for the model's 0.01 mm pixels"):
+        predictor.predict(ct)
+
+
+def test_model_trained_with_a_ct_window_refuses_an_mr_series():
+    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.modeling import build_model
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(intensity="ct:soft_tissue")
+    mr = load_volume(PYDICOM_FILES / "MR_small.dcm")
+    with pytest.raises(DataError, match="modality MR given to a model trained with the CT window"):
+        SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig()).predict(mr)
+    forced = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig(intensity="percentile")).predict(mr)
+    assert forced.metadata["intensity"] == "percentile" and forced.metadata["intensity_warnings"] == []
+
+
+def _derived(source: Path, out: Path, **changes) -> None:
+    """Copies of a real series' files with attributes changed and new SOPInstanceUIDs."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(source.iterdir()):
+        ds = pydicom.dcmread(f)
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(out / f"{f.name}_{'_'.join(f'{k}{v}' for k, v in changes.items() if k != 'ImageType')}")
+
+
+def test_echoes_under_one_series_uid_are_split_and_each_segmented(tmp_path):
+    _derived(CT5N, tmp_path / "mr", EchoNumbers=1)
+    _derived(CT5N, tmp_path / "mr", EchoNumbers=2)
+    infos = [i for i in scan(tmp_path / "mr") if i.is_image]
+    assert sorted(i.subseries for i in infos) == ["echo 1", "echo 2"] and all(i.shape == (5, 16, 16) for i in infos)
+    studies = discover_studies([tmp_path / "mr"])
+    assert len(studies) == 2 and len({s.name for s in studies}) == 2 and all(s.error is None for s in studies)
+    assert all("echo" in s.name for s in studies)
+    from medmrcnn.batch.discovery import reload_series
+
+    again = reload_series(studies[1].info)  # the batch re-reads a study's own files when its turn comes
+    assert again.subseries == studies[1].info.subseries and again.shape == (5, 16, 16)
+
+
+def test_localizer_among_axial_slices_is_split_off(tmp_path):
+    shutil.copytree(CT5N, tmp_path / "ct")
+    scout = pydicom.dcmread(sorted(CT5N.iterdir())[0])
+    scout.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.SOPInstanceUID = pydicom.uid.generate_uid()
+    scout.save_as(tmp_path / "ct" / "scout")
+    infos = sorted((i for i in scan(tmp_path / "ct") if i.is_image), key=lambda i: i.shape)
+    assert [i.shape for i in infos] == [(1, 16, 16), (5, 16, 16)] and all(i.error is None for i in infos)
+    assert infos[0].orientation == "PIR" and infos[1].orientation == "LPS"
+
+
+def test_projection_image_outputs_are_written_and_the_seg_left_out_with_a_note(tmp_path):
+    from medmrcnn.batch.outputs import write_outputs
+    from medmrcnn.inference import PredictorConfig
+    from medmrcnn.inference.assemble import assemble_result
+    from medmrcnn.labels import LabelMap
+    from medmrcnn.structures import SliceInstances
+
+    cr = load_volume(CR1)  # a CR radiograph: no ImagePositionPatient
+    found = np.zeros(cr.shape[1:], dtype=np.int32)
+    found[4:10, 3:9] = 1
+    slices = [SliceInstances.from_label_image(found, {1: 1}, {1: 0.9})]
+    result = assemble_result(cr, slices, LabelMap(("lesion",)), PredictorConfig(min_voxels=1))
+    assert result.num_instances == 1
+    written, notes = write_outputs(result, cr, tmp_path, ("nifti", "seg", "json"))
+    assert written == ["labels.nii.gz", "instances.nii.gz", "report.json"] and not (tmp_path / "seg.dcm").exists()
+    assert any(n.startswith("no DICOM-SEG:") and "no patient position" in n for n in notes)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "labels.nii.gz")))
+    assert labels.reshape(found.shape).tolist() == (found > 0).astype(np.uint8).tolist()
+
+
+def test_sagittal_stack_is_segmented_as_axial_slices_and_returned_on_its_own_grid():
+    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.modeling import build_model
+    from tests.conftest import tiny_config
+
+    import torch
+
+    cfg = tiny_config(intensity="ct:soft_tissue")
+    torch.manual_seed(0)
+    predictor = SliceWisePredictor(build_model(cfg).eval(), cfg, PredictorConfig(
+        score_threshold=0.0, min_voxels=1, batch_size=2, skip_empty_slices=False))
+    axial = load_volume(CT5N)
+    # The same voxels stored as a sagittal stack: array axes (x, z, y) -> slices along x ("PIL"-like layouts).
+    sagittal = Volume(np.ascontiguousarray(np.transpose(axial.array, (2, 0, 1))), axial.affine[:, [1, 2, 0, 3]],
+                      modality="CT")
+    assert sagittal.shape == (16, 5, 16)
+    want, got = predictor.predict(axial), predictor.predict(sagittal)
+    assert want.num_instances > 0
+    assert got.metadata["reoriented"].endswith("-> LPS") and "reoriented" not in want.metadata
+    assert got.instance_map.shape == sagittal.shape and got.volume is sagittal
+    assert np.array_equal(got.class_map, np.transpose(want.class_map, (2, 0, 1)))
+    assert np.array_equal(got.instance_map, np.transpose(want.instance_map, (2, 0, 1)))
+    for a, b in zip(want.instances, got.instances, strict=True):
+        assert np.allclose(a.centroid_mm, b.centroid_mm) and a.voxel_count == b.voxel_count
+        assert b.bbox == (a.bbox[2], a.bbox[0], a.bbox[1], a.bbox[5], a.bbox[3], a.bbox[4])
+
+
+def test_checkpoint_of_an_auto_intensity_training_records_the_concrete_preset(tmp_path):
+    from medmrcnn.modeling import read_checkpoint
+    from medmrcnn.training import train
+    from tests.training.conftest import micro_train_config
+
+    cfg = micro_train_config(tmp_path / "run", steps_per_epoch=1, data__phantom__n_train=2)
+    assert cfg.model.intensity == "auto"
+    result = train(cfg, progress=False)
+    assert read_checkpoint(result.last).config.intensity == "percentile"  # microscopy phantoms: not CT
+    assert "intensity: percentile" in (tmp_path / "run" / "config.yaml").read_text()
