@@ -109,5 +109,7 @@ def assemble_result(volume: Volume, slices: Sequence[SliceInstances], labels: La
     kept = [linked[i - 1] for i in old_ids]
     class_ids = [inst.class_id for inst in kept]
     class_map = paint_class_map(instance_map, boxes, class_ids, len(labels.names))
-    records = measure_instances(instance_map, boxes, class_ids, [inst.scores for inst in kept], volume, labels)
+    walls = {labels.id_of(name) for name in cfg.wall_classes}
+    records = measure_instances(instance_map, boxes, class_ids, [inst.scores for inst in kept], volume, labels,
+                                walls)
     return VolumeResult(volume, instance_map, class_map, records, labels, {"predictor": cfg.to_dict()})

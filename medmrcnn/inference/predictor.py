@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from dataclasses import replace
 from typing import Any
@@ -23,8 +23,8 @@ from medmrcnn.errors import DataError
 from medmrcnn.geometry import Reorientation, orientation_code, reorientation_to
 from medmrcnn.inference.assemble import assemble_result
 from medmrcnn.inference.batching import auto_batch_size
-from medmrcnn.inference.config import PredictorConfig
-from medmrcnn.inference.detector import run_detector_tta
+from medmrcnn.inference.config import PredictorConfig, calibrated_config
+from medmrcnn.inference.detector import RawDetections, run_detector_tta
 from medmrcnn.inference.inputs import as_volume
 from medmrcnn.inference.postprocess import to_slice_instances
 from medmrcnn.inference.result import VolumeResult
@@ -98,7 +98,8 @@ class SliceWisePredictor:
         model: a torchvision Mask R-CNN as built by `medmrcnn.modeling.build_model`; it is switched to eval mode
             and stays on its device, where every batch is sent.
         model_cfg: the model's config: labels, 2.5D context, training pixel size and intensity preset.
-        cfg: predictor settings; None = PredictorConfig() defaults.
+        cfg: predictor settings; None = the defaults with the thresholds calibrated into the checkpoint, if any
+            (`calibrated_config`).
 
     >>> predictor = SliceWisePredictor.from_checkpoint("model.safetensors")  # doctest: +SKIP
     >>> result = predictor.predict(medmrcnn.io.load_volume("ct/"))  # doctest: +SKIP
@@ -107,7 +108,7 @@ class SliceWisePredictor:
     def __init__(self, model: nn.Module, model_cfg: ModelConfig, cfg: PredictorConfig | None = None) -> None:
         self.model = model.eval()
         self.model_cfg = model_cfg
-        self.cfg = cfg if cfg is not None else PredictorConfig()
+        self.cfg = cfg if cfg is not None else calibrated_config(model_cfg.extra.get("thresholds"))
         self.labels = LabelMap.from_names(model_cfg.labels)
         self.device = model_device(model)
 
@@ -136,6 +137,10 @@ class SliceWisePredictor:
             (`axial_layout`) and the result put back on the input's grid.
         """
         volume = as_volume(data, self.cfg.image_key)
+        if self.cfg.tile_size is not None and max(volume.shape[1:]) > self.cfg.tile_size:
+            from medmrcnn.inference.tiling import predict_tiled
+
+            return predict_tiled(self, volume, tile=self.cfg.tile_size, overlap=self.cfg.tile_overlap)
         t0 = time.perf_counter()
         work, turn = axial_layout(volume)
         slices, info = self.predict_slices(work, progress)
@@ -156,6 +161,23 @@ class SliceWisePredictor:
                        ) -> tuple[list[SliceInstances], dict[str, Any]]:
         """Per-slice instances on the original grid (one SliceInstances per slice, empty where skipped), and a
         dict describing the run (intensity preset, network grid, batch size, slices run)."""
+        cfg = self.cfg
+        _, h, w = volume.shape
+        slices = [SliceInstances((h, w)) for _ in range(volume.shape[0])]
+        per_class = {self.labels.id_of(n): (cfg.class_score_thresholds.get(n, cfg.score_threshold),
+                                            cfg.class_mask_thresholds.get(n, cfg.mask_threshold))
+                     for n in {**cfg.class_score_thresholds, **cfg.class_mask_thresholds} if n in self.labels.names}
+        info: dict[str, Any] = {}
+        for z, det, scale_xy in self.detect_slices(volume, progress, info):
+            slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
+                                           cfg.duplicate_overlap, per_class)
+        return slices, info
+
+    def detect_slices(self, volume: Volume, progress: Callable[[int], None] | None = None,
+                      info: dict[str, Any] | None = None) -> Iterator[tuple[int, RawDetections, tuple[float, float]]]:
+        """The network's raw detections per slice run, as (z, detections on the network grid, original pixels per
+        network pixel along x and y), in z order; skipped slices are left out. `info` is filled with the run's
+        description (intensity preset, network grid, batch size, slices run) before the first slice."""
         cfg, mcfg = self.cfg, self.model_cfg
         _, sy, sx = volume.spacing
         net_size = inplane_size(volume.shape[1:], (sy, sx), mcfg.pixel_spacing_mm)
@@ -173,27 +195,26 @@ class SliceWisePredictor:
         amp = cfg.amp and self.device.type == "cuda"
         batch_size = cfg.batch_size or auto_batch_size(self.device, net_size, mcfg, amp)
         k = mcfg.context_slices
-        slices = [SliceInstances((h, w)) for _ in range(nz)]
+        if info is not None:
+            info.update({
+                "intensity": preset, "intensity_warnings": fit_warnings, "network_size_yx": list(net_size),
+                "batch_size": batch_size, "device": str(self.device), "amp": amp, "slices_total": nz,
+                "slices_run": int(len(todo)),
+            })
         if progress is not None and nz > len(todo):
             progress(nz - len(todo))
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
-            for start in range(0, len(todo), batch_size):
-                zs = todo[start:start + batch_size]
+        for start in range(0, len(todo), batch_size):
+            zs = todo[start:start + batch_size]
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
                 batch = torch.from_numpy(np.stack([slice_with_context(image, int(z), k) for z in zs]))
                 if self.device.type == "cuda":
                     batch = batch.pin_memory()
                 batch = resize_slices(batch.to(self.device, non_blocking=True), net_size)
                 detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou)
-                for z, det in zip(zs, detections):
-                    slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
-                                                   cfg.duplicate_overlap)
-                if progress is not None:
-                    progress(len(zs))
-        info = {
-            "intensity": preset, "intensity_warnings": fit_warnings, "network_size_yx": list(net_size), "batch_size": batch_size,
-            "device": str(self.device), "amp": amp, "slices_total": nz, "slices_run": int(len(todo)),
-        }
-        return slices, info
+            for z, det in zip(zs, detections):
+                yield int(z), det, scale_xy
+            if progress is not None:
+                progress(len(zs))
 
     def assemble(self, volume: Volume, slices: list[SliceInstances]) -> VolumeResult:
         """Link per-slice instances into 3D instances and build the label maps and measurements."""

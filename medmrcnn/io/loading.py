@@ -123,8 +123,11 @@ def select_series(path: str | Path, infos: list[SeriesInfo], series: str | int |
 
 
 def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: bool = False,
-                rgb: str = "luma") -> Volume:
-    """Decode one scanned series into a Volume (raises VolumeLoadError with the reason it cannot be loaded)."""
+                rgb: str = "luma", channel: int | None = None) -> Volume:
+    """Decode one scanned series into a Volume (raises VolumeLoadError with the reason it cannot be loaded).
+
+    `channel` picks the channel of a multi-channel PNG / TIFF (see medmrcnn.io.raster); other kinds ignore it.
+    """
     if rgb not in RGB_MODES:
         raise ValueError(f"rgb must be one of {RGB_MODES}; got {rgb!r}")
     if not info.is_image:
@@ -151,7 +154,7 @@ def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: boo
     elif info.kind == ITK:
         volume = itk.load_itk(info, frame=frame, rgb=rgb)
     elif info.kind == RASTER:
-        volume = raster.load_raster(info, frame=frame, rgb=rgb)
+        volume = raster.load_raster(info, frame=frame, rgb=rgb, channel=channel)
     else:
         raise VolumeLoadError(info.source, f"unknown series kind {info.kind!r}")
     replace_non_finite(volume)
@@ -187,6 +190,7 @@ def load_volume(
     frame: int | None = None,
     allow_irregular: bool = False,
     rgb: str = "luma",
+    channel: int | None = None,
 ) -> Volume:
     """Load one image volume on the data contract (array (z, y, x), LPS affine, CT in HU).
 
@@ -199,11 +203,13 @@ def load_volume(
         allow_irregular: accept DICOM stacks with missing slices / non-uniform spacing (warning; the volume holds the
             acquired slices with a mean step, `metadata["slice_positions"]` their true positions, used by `save_volume`).
         rgb: how RGB becomes one channel: "luma" (BT.601), "r", "g" or "b".
+        channel: which channel of a multi-channel microscopy image (TIFF C axis, or an RGB sample) is segmented.
     Returns:
         Volume; for DICOM `source_datasets` holds the headers (no pixel data) in slice order.
     """
     infos = scan(path)
-    return read_series(select_series(path, infos, series), frame=frame, allow_irregular=allow_irregular, rgb=rgb)
+    return read_series(select_series(path, infos, series), frame=frame, allow_irregular=allow_irregular, rgb=rgb,
+                       channel=channel)
 
 
 def load_volumes(
@@ -228,7 +234,7 @@ def load_volumes(
     return volumes
 
 
-def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None) -> Path:
+def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None, compress: bool = False) -> Path:
     """Write `volume` by suffix: .nii / .nii.gz (NIfTI-1, RAS), .nrrd / .nhdr, .mha / .mhd; atomic, dtype kept.
 
     Geometry follows docs/data-contract.md. Slices of an irregular stack (`metadata["slice_positions"]`, set when
@@ -237,7 +243,7 @@ def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None)
     readers (SimpleITK, Slicer, ITK-SNAP) refuse, is then resampled onto the orthogonal grid of
     `medmrcnn.geometry.orthogonal_grid`: each slice stays in its plane, shifted within it, so every voxel keeps its
     physical position. `labels` (default: integer or bool dtype) moves voxels by nearest neighbour (no new values),
-    otherwise linearly.
+    otherwise linearly. `compress` gzips NRRD / MetaImage voxel data (NIfTI is compressed by its name, .nii.gz).
     """
     path = Path(path)
     is_labels = volume.array.dtype.kind in "biu" if labels is None else labels
@@ -255,5 +261,5 @@ def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None)
     if nifti.is_nifti(path):
         return nifti.save_nifti(volume, path)
     if itk.is_itk(path):
-        return itk.save_itk(volume, path)
+        return itk.save_itk(volume, path, compress=compress)
     raise ExportError(f"{path}: unsupported output format; use .nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd")

@@ -6,7 +6,9 @@
 Images are anything `medmrcnn.io.load_volume` reads (DICOM folder, NIfTI, NRRD, MHA, PNG/TIFF). Labels are label
 maps on the image grid (NIfTI/NRRD/MHA/...) or a DICOM-SEG referencing the image series. Label maps are semantic
 (values = classes, instances = per-slice connected components) or instance maps with a class table
-(data.label_kind "instance"; an item's own "classes": {"1": "tumour", ...} overrides data.class_table).
+(data.label_kind "instance"; an item's own "classes": {"1": "tumour", ...} overrides data.class_table). A
+one-class model (cells, nuclei) needs no table: every nonzero id of an instance mask is one object of that class,
+and a mask image without a pixel size (a bare TIFF / PNG) takes its microscopy image's grid.
 Relative paths are resolved against the datalist's folder; "series" picks a series in a multi-series folder.
 """
 
@@ -97,6 +99,9 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
         raise
     except MedMRCNNError as e:
         raise DataError(f"{name}: {e}") from None
+    if image.modality == "SM" and label.shape == image.shape and label.metadata.get("kind") == "raster" \
+            and any(w.startswith("pixel size unknown") for w in label.warnings):
+        label = image.with_array(label.array)  # cell masks usually carry no pixel size: they share the image's
     check_same_grid(label.affine, label.shape, image.affine, image.shape, name)
     values = label.array
     if not np.issubdtype(values.dtype, np.integer):
@@ -105,9 +110,14 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
         values = values.astype(np.int64)
     if cfg.label_kind == "instance":
         table = entry.get("classes") or cfg.class_table
-        if not table:
-            raise DataError(f"{name}: instance label maps need a class table (data.class_table or the item's 'classes')")
-        return AnnotatedVolume(image, values, instance_classes(table, labels, name), name)
+        if table:
+            return AnnotatedVolume(image, values, instance_classes(table, labels, name), name)
+        if labels.num_classes != 2:  # background + one class
+            raise DataError(f"{name}: instance label maps of a {labels.num_classes - 1}-class model need a class "
+                            "table (data.class_table or the item's 'classes')")
+        # As cell datasets ship them (Cellpose, StarDist, DSB2018): every nonzero id is one object of the only class.
+        ids = np.unique(values)
+        return AnnotatedVolume(image, values, {int(i): 1 for i in ids if i != 0}, name)
     instances, classes = semantic_to_instances(values, class_lookup(labels, cfg.label_values, name), name)
     return AnnotatedVolume(image, instances, classes, name, per_slice_instances=True)
 
