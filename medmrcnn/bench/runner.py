@@ -1,7 +1,7 @@
 """`run_benchmarks`: fixtures -> each benchmark side by side with its baseline -> targets -> one JSON document.
 
     prepare fixtures -> inference (R50-FPN, demo) -> training -> DICOM load -> DICOM-SEG export -> end to end
-    -> FLOPs vs peak -> targets
+    -> FLOPs vs peak -> cells per second on a large microscopy image -> targets
 A benchmark that fails is recorded as {"error": ...} and the others still run.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medmrcnn.bench.cells import bench_cells
 from medmrcnn.bench.compare import load_average
 from medmrcnn.bench.dicom import bench_dicom_load, bench_seg_export
 from medmrcnn.bench.end_to_end import bench_end_to_end
@@ -63,6 +64,7 @@ def run_benchmarks(settings: BenchSettings, workdir: str | Path | None = None,
             "seg_export": lambda: bench_seg_export(runner, settings, fixtures, work),
             "end_to_end": lambda: bench_end_to_end(runner, settings, fixtures, work),
             "flops": lambda: bench_flops(runner, settings, fixtures, results),
+            "cells": lambda: bench_cells(runner, settings, work),
         }
         for name, step in steps.items():
             if name not in settings.only:
