@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from medmrcnn.geometry.axes import spacing_zyx
+
 
 def affine_from_geometry(
     spacing_xyz: tuple[float, float, float] | np.ndarray,
@@ -67,9 +69,8 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm in array order (z, y, x)."""
-        sx, sy, sz = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return (float(sz), float(sy), float(sx))
+        """Voxel size in mm in array order (z, y, x); z is the distance between slice planes (also when tilted)."""
+        return spacing_zyx(self.affine)
 
     @property
     def spacing_xyz(self) -> tuple[float, float, float]:

@@ -174,7 +174,8 @@ class _Runner:
                     instances=counts, volume_ml=volumes, seconds=round(loaded.seconds + segment_s + write_s, 3),
                     timings={"read": round(loaded.seconds, 3), "segment": round(segment_s, 3),
                              "write": round(write_s, 3)},
-                    outputs=outputs, notes=notes + list(volume.warnings), rank=self.rank,
+                    outputs=outputs, notes=notes + list(volume.warnings) + list(result.metadata.get("intensity_warnings", [])),
+                    rank=self.rank,
                 )
                 write_manifest(folder, {"outcome": outcome.to_dict(), "settings": self.options.settings,
                                         "series_uid": volume.series_uid, "spacing_mm": list(volume.spacing),

@@ -28,6 +28,8 @@ class PredictorConfig:
         link_metric: "iou" (intersection / union) or "overlap" (intersection / smaller area, robust where a
             lesion shrinks towards its poles) between masks on adjacent slices.
         link_threshold: minimum link_metric for two same-class masks on adjacent slices to be one 3D instance.
+        link_gap_mm: an instance ending on one slice is linked to one starting after missed slices spanning at most
+            this many mm (a lesion the detector missed on one 2.5-5 mm slice stays one instance); 0 disables it.
         join_branches: True: a mask left unmatched by the one-to-one matching joins the 3D instance of its best
             overlapping neighbour (a cross-section that splits or merges stays one object); False: it starts a
             separate instance.
@@ -41,6 +43,8 @@ class PredictorConfig:
         tile_overlap: px shared by neighbouring tiles; should exceed the largest object's diameter.
         class_score_thresholds, class_mask_thresholds: per class name, thresholds replacing `score_threshold` /
             `mask_threshold` for that class (as `medmrcnn calibrate` stores them in a checkpoint).
+        wall_classes: names of the model's classes that are walls (a myocardium, a bladder wall, the cortical
+            ribbon, a lesion's enhancing rim); their instances are measured for wall thickness.
     """
 
     intensity: str | None = None
@@ -53,6 +57,7 @@ class PredictorConfig:
     empty_slice_max: float = 0.0
     link_metric: str = "overlap"
     link_threshold: float = 0.3
+    link_gap_mm: float = 5.0
     join_branches: bool = True
     min_voxels: int = 10
     min_volume_mm3: float = 0.0
@@ -63,9 +68,11 @@ class PredictorConfig:
     tile_overlap: int = 128
     class_score_thresholds: dict[str, float] = field(default_factory=dict)
     class_mask_thresholds: dict[str, float] = field(default_factory=dict)
+    wall_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.tta_flips = tuple(self.tta_flips)
+        self.wall_classes = tuple(self.wall_classes)
         for name, table in (("class_score_thresholds", self.class_score_thresholds),
                             ("class_mask_thresholds", self.class_mask_thresholds)):
             if any(not 0.0 < float(v) <= 1.0 for v in table.values()):
@@ -75,6 +82,8 @@ class PredictorConfig:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
         if self.mask_threshold <= 0.0:
             raise ValueError("mask_threshold must be above 0 (0 would make every box pixel foreground)")
+        if not self.link_gap_mm >= 0.0:
+            raise ValueError(f"link_gap_mm must be >= 0 mm; got {self.link_gap_mm}")
         if self.link_threshold <= 0.0 or self.duplicate_overlap <= 0.0:
             raise ValueError("link_threshold and duplicate_overlap must be above 0 (0 would join masks that do not "
                              "touch)")
@@ -98,6 +107,7 @@ class PredictorConfig:
         """Plain JSON-serialisable dict (what reports record)."""
         d = asdict(self)
         d["tta_flips"] = list(self.tta_flips)
+        d["wall_classes"] = list(self.wall_classes)
         return d
 
     @classmethod

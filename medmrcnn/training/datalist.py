@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medmrcnn.errors import DataError, MedMRCNNError
+from medmrcnn.geometry import check_same_grid
 from medmrcnn.labels import LabelMap
 from medmrcnn.training.config import DataConfig
 from medmrcnn.training.items import AnnotatedVolume
@@ -29,8 +30,6 @@ from medmrcnn.training.labelmaps import class_lookup, instance_classes, semantic
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
-
-AFFINE_TOLERANCE_MM = 1e-3
 
 
 def read_datalist(path: str | Path) -> dict[str, Any]:
@@ -57,15 +56,6 @@ def _is_dicom_seg(path: Path) -> bool:
     except Exception:  # not DICOM at all: let the volume loader report it
         return False
     return str(ds.get("Modality", "")) == "SEG"
-
-
-def check_same_grid(image: Volume, label: Volume, name: str) -> None:
-    """DataError when label and image differ in shape or affine (more than AFFINE_TOLERANCE_MM)."""
-    if label.shape != image.shape:
-        raise DataError(f"{name}: label shape {label.shape} differs from image shape {image.shape}")
-    diff = float(np.abs(label.affine - image.affine).max())
-    if diff > AFFINE_TOLERANCE_MM:
-        raise DataError(f"{name}: label affine differs from image affine by {diff:.3g} mm (not on the image grid)")
 
 
 def _seg_item(image: Volume, seg_path: Path, labels: LabelMap, cfg: DataConfig, name: str) -> AnnotatedVolume:
@@ -112,7 +102,7 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
     if image.modality == "SM" and label.shape == image.shape and label.metadata.get("kind") == "raster" \
             and any(w.startswith("pixel size unknown") for w in label.warnings):
         label = image.with_array(label.array)  # cell masks usually carry no pixel size: they share the image's
-    check_same_grid(image, label, name)
+    check_same_grid(label.affine, label.shape, image.affine, image.shape, name)
     values = label.array
     if not np.issubdtype(values.dtype, np.integer):
         if not np.all(np.mod(values, 1) == 0):
