@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	# Real annotated nuclei (DSB2018 image + mask) for the microscopy tests: the wheel's data files only, never imported
+	$(BIN)/pip install -q --no-deps "stardist==0.9.2"
 	touch $@
 
 install: $(BIN)/.installed

@@ -29,7 +29,7 @@ PARTIAL_PREFIX = ".partial-"
 FORMATS = ("nifti", "seg", "sr", "json", "csv", "png", "tiff", "roi", "geojson", "cells")
 # "auto" picks by input kind: microscopy (modality SM: PNG / TIFF) gets the formats of cell tools, the rest medical.
 AUTO = "auto"
-AUTO_MEDICAL = ("nifti", "seg", "json", "csv", "png")
+AUTO_MEDICAL = ("nifti", "seg", "sr", "json", "csv", "png")
 AUTO_MICROSCOPY = ("tiff", "roi", "geojson", "cells", "json", "png")
 # File names inside a study folder, per format.
 FILES = {

@@ -8,7 +8,7 @@ The split is by region of that one image, stated wherever results are reported: 
 fit, rows 384..511 validate for early stopping and threshold calibration), columns 256..511 test. Nuclei cut by a
 split line are partial objects on both sides, for both methods alike.
 
-    python -m medmrcnn.bench.nuclei OUTDIR [--steps 300]     # writes OUTDIR/nuclei.json
+    python -m medmrcnn.bench.nuclei OUTDIR [--steps 300] [--epochs 6]     # writes OUTDIR/nuclei.json
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def finetune_config(datalist: Path, output: Path, steps: int, *, crop_size: int 
     })
 
 
-def run(output: Path, steps: int = 300, calibrate: bool = True, threads: int | None = None) -> dict[str, Any]:
+def run(output: Path, steps: int = 300, calibrate: bool = True, threads: int | None = None, epochs: int = 6
+        ) -> dict[str, Any]:
     """Fine-tune, calibrate on the validation part, and score both methods on the test part; returns the record."""
     from medmrcnn.inference import SliceWisePredictor
     from medmrcnn.io import load_volume
@@ -147,7 +148,7 @@ def run(output: Path, steps: int = 300, calibrate: bool = True, threads: int | N
     baseline = object_scores(test_gt, watershed_nuclei(test_img, d, s))
     baseline["seconds"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    result = train(finetune_config(datalist, output / "run", steps, threads=threads), progress=False)
+    result = train(finetune_config(datalist, output / "run", steps, threads=threads, epochs=epochs), progress=False)
     train_s = time.perf_counter() - t0
     weights = result.best or result.last
     calibration = None
@@ -187,10 +188,11 @@ def main() -> None:
     p.add_argument("output", type=Path)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int)
+    p.add_argument("--epochs", type=int, default=6, help="validation points (the best one is kept)")
     p.add_argument("--no-calibrate", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(json.dumps(run(args.output, args.steps, not args.no_calibrate, args.threads), indent=2))
+    print(json.dumps(run(args.output, args.steps, not args.no_calibrate, args.threads, args.epochs), indent=2))
 
 
 if __name__ == "__main__":

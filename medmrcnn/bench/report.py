@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_THROUGHPUT = ("slices_per_s", "images_per_s")
+_THROUGHPUT = ("slices_per_s", "cells_per_s", "images_per_s")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

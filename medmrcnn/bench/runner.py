@@ -1,7 +1,8 @@
 """`run_benchmarks`: fixtures -> each benchmark side by side with its baseline -> targets -> one JSON document.
 
     prepare fixtures -> inference (R50-FPN, demo) -> training -> DICOM load -> DICOM-SEG export -> end to end
-    -> portable models (TorchScript, ONNX Runtime) -> FLOPs vs peak -> targets
+    -> portable models (TorchScript, ONNX Runtime) -> FLOPs vs peak -> cells per second on a large microscopy
+    image -> targets
 A benchmark that fails is recorded as {"error": ...} and the others still run.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medmrcnn.bench.cells import bench_cells
 from medmrcnn.bench.compare import load_average
 from medmrcnn.bench.dicom import bench_dicom_load, bench_seg_export
 from medmrcnn.bench.end_to_end import bench_end_to_end
@@ -65,6 +67,7 @@ def run_benchmarks(settings: BenchSettings, workdir: str | Path | None = None,
             "end_to_end": lambda: bench_end_to_end(runner, settings, fixtures, work),
             "portable": lambda: bench_portable(runner, settings, fixtures, work),
             "flops": lambda: bench_flops(runner, settings, fixtures, results),
+            "cells": lambda: bench_cells(runner, settings, work),
         }
         for name, step in steps.items():
             if name not in settings.only:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 BENCHMARKS = ("inference_r50", "inference_demo", "training", "dicom_load", "seg_export", "end_to_end", "portable",
-              "flops")
+              "flops", "cells")
 
 
 def available_cpus() -> int:
@@ -38,6 +38,7 @@ class BenchSettings:
         timeout_s: a single measurement running longer than this fails.
         only: the benchmarks to run (default: all of BENCHMARKS).
         demo_weights: checkpoint measured as the small model (None: the bundled demo weights).
+        cells_weights: nuclei checkpoint of the cells benchmark (None: its architecture, randomly initialised).
     """
 
     device: str = "cpu"
@@ -57,6 +58,7 @@ class BenchSettings:
     timeout_s: float = 3600.0
     only: tuple[str, ...] = BENCHMARKS
     demo_weights: str | None = None
+    cells_weights: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.only) - set(BENCHMARKS)
@@ -72,10 +74,11 @@ class BenchSettings:
 
     @classmethod
     def for_run(cls, device: str = "cpu", quick: bool = False, threads: int | None = None,
-                only: tuple[str, ...] | None = None, demo_weights: str | None = None) -> BenchSettings:
+                only: tuple[str, ...] | None = None, demo_weights: str | None = None,
+                cells_weights: str | None = None) -> BenchSettings:
         """The standard sizes for a device: full or quick, CPU or CUDA (a GPU affords far bigger volumes)."""
         kw: dict[str, Any] = {"device": device, "quick": quick, "only": tuple(only or BENCHMARKS),
-                              "demo_weights": demo_weights}
+                              "demo_weights": demo_weights, "cells_weights": cells_weights}
         if threads is not None:
             kw["threads"] = threads
         cuda = device.startswith("cuda")

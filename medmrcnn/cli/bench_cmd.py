@@ -32,6 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="LIST", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint measured as the small model (default: the bundled "
                                                      "demo weights)")
+    p.add_argument("--cells-weights", metavar="CKPT", help="nuclei checkpoint of the cells benchmark (default: its "
+                                                           "architecture with random weights)")
     p.add_argument("--workdir", metavar="DIR", help="where temporary phantoms and series go (default: system temp)")
 
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else None
         settings = BenchSettings.for_run(device, quick=args.quick, threads=args.threads, only=only,
-                                         demo_weights=args.weights)
+                                         demo_weights=args.weights, cells_weights=args.cells_weights)
     except ValueError as e:
         print(f"medmrcnn bench: error: {e}", file=sys.stderr)
         return 2

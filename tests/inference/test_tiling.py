@@ -53,8 +53,9 @@ def test_tiled_inference_matches_whole_image_inference(nuclei, large):
         result = tiled.predict(volume)
     finally:
         SliceWisePredictor.predict_slices = original
-    assert len(seen) == 9 and all(s[1] <= TILE and s[2] <= TILE for s in seen)  # 3 x 3 tiles, never the image
-    assert result.metadata["tiles"]["grid_yx"] == [3, 3]
+    grid = [len(tile_starts(512, TILE, OVERLAP))] * 2  # 4 x 4 tiles of 192 px over 512 x 512
+    assert len(seen) == grid[0] * grid[1] and all(s[1] <= TILE and s[2] <= TILE for s in seen)  # never the image
+    assert result.metadata["tiles"]["grid_yx"] == grid
     reference = whole.predict(volume).instance_map[0]
     agreement = match_cells(reference, result.instance_map[0], (0.5, 0.8))
     n_ref = len(np.unique(reference)) - 1

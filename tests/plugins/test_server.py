@@ -173,6 +173,17 @@ def test_cells_model_segments_2d_images(client: MONAILabelClient, data: dict[str
     assert served.shape == load_volume(data["cells"]).shape == (1, 96, 96)
     assert (served == ref.class_map).all()
     assert result["image"]["shape"] == [1, 96, 96] and len(result["instances"]) == ref.num_instances
+    # A 2D client also gets the per-cell table (µm) and the outlines, matching the label it received.
+    assert ref.num_instances > 0
+    rows = {row["id"]: row for row in result["cells"]}
+    assert set(rows) == {rec["id"] for rec in result["instances"]}
+    pixel_um = load_volume(data["cells"]).spacing[1] * 1000.0
+    for cid, row in rows.items():
+        assert row["pixels"] == int((ref.instance_map == cid).sum())
+        assert row["area_um2"] == pytest.approx(row["pixels"] * pixel_um ** 2, rel=1e-3)
+    features = result["contours"]["features"]
+    assert result["contours"]["type"] == "FeatureCollection" and len(features) == len(rows)
+    assert all(f["geometry"]["type"] == "Polygon" and len(f["geometry"]["coordinates"][0]) >= 4 for f in features)
 
 
 def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(

@@ -1,7 +1,8 @@
 """`MedMRCNNInfer`: a MONAI Label infer task over `medmrcnn.inference.SliceWisePredictor`.
 
 load (medmrcnn.io) -> predict (slice-wise Mask R-CNN, 3D linking) -> label file on the image grid (class or instance
-values; NIfTI/NRRD/MHA, or DICOM-SEG through medmrcnn.dicomseg) + a JSON result with the per-instance table.
+values; NIfTI/NRRD/MHA, or DICOM-SEG through medmrcnn.dicomseg) + a JSON result with the per-instance table; for
+microscopy images also the per-cell table in µm ("cells") and the outlines as QuPath GeoJSON ("contours").
 """
 
 from __future__ import annotations
@@ -230,6 +231,12 @@ class MedMRCNNInfer(InferTask):
             "latencies": {"pre": round(t_load - t0, 3), "infer": round(t_infer - t_load, 3),
                           "write": round(t_write - t_infer, 3), "total": round(t_write - t0, 3)},
         }
+        if volume.modality == "SM":  # microscopy: what a cell tool returns beside the label image
+            from medmrcnn.export.celltable import cell_rows
+            from medmrcnn.export.outlines import geojson_dict
+
+            body["cells"] = cell_rows(result)
+            body["contours"] = geojson_dict(result)
         log.info("%s: %s -> %d instances in %.2f s", self.slot.name, Path(image).name, len(instances), t_write - t0)
         return (str(out) if out else None), body
 
