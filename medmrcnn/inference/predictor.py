@@ -118,7 +118,7 @@ class SliceWisePredictor:
                 if self.device.type == "cuda":
                     batch = batch.pin_memory()
                 batch = resize_slices(batch.to(self.device, non_blocking=True), net_size)
-                detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou)
+                detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou, cfg.score_threshold)
                 for z, det in zip(zs, detections):
                     slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
                                                    cfg.duplicate_overlap)
