@@ -99,6 +99,7 @@ def assemble_result(volume: Volume, slices: Sequence[SliceInstances], labels: La
     linked = link_instances_across_slices(
         slices, metric=cfg.link_metric, threshold=cfg.link_threshold, join_branches=cfg.join_branches,
         min_voxels=cfg.min_voxels, min_volume_mm3=cfg.min_volume_mm3, voxel_volume_mm3=voxel_mm3,
+        max_gap_mm=cfg.link_gap_mm, slice_spacing_mm=volume.spacing[0],
     )
     instance_map = paint_instances(slices, linked, volume.shape)
     boxes, old_ids = remove_small_and_renumber(instance_map, len(linked), cfg.min_voxels, cfg.min_volume_mm3,

@@ -52,7 +52,8 @@ class ModelConfig:
         pixel_spacing_mm: in-plane pixel size the network was trained at; the predictor resamples slices to it
             (and maps results back to the original grid). None = use every image at its native pixel grid.
         intensity: the intensity preset the network was trained with (see medmrcnn.transforms):
-            "ct:<window>" (e.g. "ct:soft_tissue"), "percentile", or "auto" (chosen from the modality).
+            "ct:<window>" (e.g. "ct:soft_tissue"), "percentile", or "auto" (chosen from the training images'
+            modality when training starts; checkpoints store the concrete preset, never "auto").
     """
 
     labels: tuple[str, ...] = ("lesion",)

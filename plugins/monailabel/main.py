@@ -26,7 +26,9 @@ import medmrcnn
 from lib.datastore import CheckedLocalDatastore, SegDICOMWebDatastore
 from lib.errors import not_found
 from lib.infer import MedMRCNNInfer
+from lib.interactive import InteractiveInfer
 from lib.models import ModelSlot
+from lib.routes import apply_server_fixes
 from lib.settings import PluginSettings
 from lib.strategy import LowestConfidence
 from lib.train import MedMRCNNTrain
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 VOLUME_MODEL = "medmrcnn_volume"
 CELLS_MODEL = "medmrcnn_cells"
+INTERACTIVE_MODEL = "medmrcnn_interactive"
 
 
 class MedMRCNNApp(MONAILabelApp):
@@ -53,6 +56,7 @@ class MedMRCNNApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="medmrcnn",
                          description="Slice-wise Mask R-CNN instance segmentation (tumours, organs, cells)",
                          version=medmrcnn.__version__)
+        apply_server_fixes(server_settings.MONAI_LABEL_INFER_CONCURRENCY)
 
     def _volume_labels(self) -> Any:
         return self.slots[VOLUME_MODEL].load().labels
@@ -102,6 +106,8 @@ class MedMRCNNApp(MONAILabelApp):
                                         description="Tumours and organs in CT/MR volumes (slice-wise, linked in 3D)"),
             CELLS_MODEL: MedMRCNNInfer(self.slots[CELLS_MODEL], self.settings, dimension=2, dicom_datastore=dicom,
                                        description="Cells / nuclei in 2D microscopy images"),
+            INTERACTIVE_MODEL: InteractiveInfer(self.slots[VOLUME_MODEL], self.slots[CELLS_MODEL], self.settings,
+                                                dicom_datastore=dicom),
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:
