@@ -95,7 +95,8 @@ class MedMRCNNInfer(InferTask):
     """Instance segmentation of a datastore image (or an uploaded file) with a medmrcnn checkpoint.
 
     Request params (all optional): label_type "class"|"instance", result_format "nifti"|"dicom_seg",
-    result_extension (.nii.gz, .nii, .nrrd, .mha, .dcm), score_threshold, mask_threshold, window.
+    result_extension (.nii.gz, .nii, .nrrd, .mha, .dcm), score_threshold, mask_threshold, window, label_prompt
+    (label values to keep, as OHIF's Class Prompts send them).
     """
 
     def __init__(self, slot: ModelSlot, settings: PluginSettings, dimension: int, description: str,
@@ -143,6 +144,8 @@ class MedMRCNNInfer(InferTask):
         with as_http_errors(f"{self.slot.name} options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()
+            prompt = request.get("label_prompt")
+            chosen = self.settings.labels.class_ids_of(prompt, self.slot.load().labels) if prompt else []
         with as_http_errors(f"{self.slot.name} infer on {Path(image).name}"):
             # A DICOM-SEG must reference the DICOM instances: segment the series itself, not a NIfTI copy of it.
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
@@ -152,6 +155,8 @@ class MedMRCNNInfer(InferTask):
             from medmrcnn.inference import SliceWisePredictor
 
             result = SliceWisePredictor(loaded.model, loaded.config, predictor_cfg).predict(volume)
+            if chosen:  # OHIF's Class Prompts: just the chosen classes
+                result = result.with_classes(chosen)
             t_infer = time.perf_counter()
             out, names = self._write(result, options)
         t_write = time.perf_counter()
