@@ -111,10 +111,16 @@ class InteractiveInfer(InferTask):
 
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info with the labels of the volume checkpoint served now."""
+        from medmrcnn.errors import MedMRCNNError
+
         info = super().info()
         if self.volume_slot.is_available():
             info["checkpoint"] = str(self.volume_slot.current_checkpoint())
-            info["labels"] = self.settings.labels.for_model(self.volume_slot.load().labels)
+            try:
+                info["labels"] = self.settings.labels.for_model(self.volume_slot.load().labels)
+            except MedMRCNNError as e:  # a broken checkpoint must not take /info/ down with it
+                log.error("medmrcnn_interactive: %s", e)
+                info["error"] = str(e)
         return info
 
     def is_valid(self) -> bool:
