@@ -16,7 +16,8 @@ import SimpleITK as sitk
 
 from medmrcnn.errors import ExportError, VolumeLoadError
 from medmrcnn.io.colour import rgb_to_single
-from medmrcnn.io.series import ITK, SeriesInfo, check_dimensions, check_spacing, orientation_code
+from medmrcnn.geometry import orientation_code, spacing_zyx
+from medmrcnn.io.series import ITK, SeriesInfo, check_dimensions, check_spacing
 from medmrcnn.volume import Volume
 
 SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -73,8 +74,7 @@ def scan_itk(path: Path) -> SeriesInfo:
     info.shape = (int(size[2]) if dim >= 3 else 1, int(size[1]), int(size[0]))
     info.affine = _affine(dim, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     info.orientation = orientation_code(info.affine)
-    sx, sy, sz = np.linalg.norm(info.affine[:3, :3], axis=0)
-    info.spacing = (float(sz), float(sy), float(sx))
+    info.spacing = spacing_zyx(info.affine)
     try:
         check_dimensions(path, info.shape)
         check_spacing(path, info.spacing)
@@ -106,8 +106,9 @@ def load_itk(info: SeriesInfo, frame: int | None = None, rgb: str = "luma") -> V
                   warnings=list(info.warnings), metadata=metadata)
 
 
-def save_itk(volume: Volume, path: Path) -> Path:
-    """Write NRRD / MetaImage, dtype kept (bool -> uint8), geometry = Direction*Spacing / Origin of the affine.
+def save_itk(volume: Volume, path: Path, compress: bool = False) -> Path:
+    """Write NRRD / MetaImage, dtype kept (bool -> uint8), geometry = Direction*Spacing / Origin of the affine;
+    `compress` gzips the voxel data (NRRD encoding gzip, MetaImage zlib), else it is raw.
 
     ITK picks file layout from the name (.mhd writes a .raw beside it), so the files are written under their final
     names in a temporary folder beside `path` and renamed into place (atomic per file; the header last).
@@ -123,6 +124,7 @@ def save_itk(volume: Volume, path: Path) -> Path:
         writer = sitk.ImageFileWriter()
         writer.SetImageIO(_IMAGE_IO[path.suffix.lower()])
         writer.SetFileName(str(tmp_dir / path.name))
+        writer.SetUseCompression(compress)
         writer.Execute(image)
         written = sorted(tmp_dir.iterdir(), key=lambda p: p.name == path.name)  # data file(s) first, header last
         for f in written:

@@ -28,6 +28,7 @@ from lib.errors import not_found
 from lib.infer import MedMRCNNInfer
 from lib.interactive import InteractiveInfer
 from lib.models import ModelSlot
+from lib.routes import apply_server_fixes
 from lib.settings import PluginSettings
 from lib.strategy import LowestConfidence
 from lib.train import MedMRCNNTrain
@@ -55,6 +56,7 @@ class MedMRCNNApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="medmrcnn",
                          description="Slice-wise Mask R-CNN instance segmentation (tumours, organs, cells)",
                          version=medmrcnn.__version__)
+        apply_server_fixes(server_settings.MONAI_LABEL_INFER_CONCURRENCY)
 
     def _volume_labels(self) -> Any:
         return self.slots[VOLUME_MODEL].load().labels

@@ -79,3 +79,76 @@ def test_bundle_labels_file_is_accepted_and_matches_the_demo_model(settings_modu
     channel_def = json.loads((ROOT / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"][
         "pred"]["channel_def"]
     assert {name: int(v) for v, name in channel_def.items() if name != "background"} == demo.to_dict()
+
+
+@pytest.fixture(scope="module")
+def infer_module(settings_module):
+    sys.path.insert(0, str(APP_DIR))
+    try:
+        yield importlib.import_module("lib.infer")
+    finally:
+        sys.path.remove(str(APP_DIR))
+
+
+# What the viewers shipped with monailabel 0.8.5 send (their source: OHIF v3 extension services/MonaiLabelClient.js,
+# 3D Slicer module MONAILabel.py `infer()` plus every key of the model's /info/ config, lists as their first entry).
+OHIF_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False,
+               "restore_label_idx": False}
+SLICER_PARAMS = {"label_type": "class", "score_threshold": 0.5, "mask_threshold": 0.5, "window": "",
+                 "result_format": "auto", "result_extension": ".nrrd", "result_dtype": "uint8"}
+
+
+@pytest.mark.parametrize("dicom", [False, True])
+def test_viewer_requests_get_the_label_volume_they_read(infer_module, settings_module, tmp_path: Path,
+                                                        dicom: bool) -> None:
+    settings = settings_module.PluginSettings.from_conf({}, tmp_path)
+    for params in (OHIF_PARAMS, SLICER_PARAMS):
+        o = infer_module.InferOptions.from_request(params, settings, dicom_datastore=dicom)
+        assert (o.result_format, o.extension, o.dtype, o.compress) == ("nifti", ".nrrd", "uint8", False)
+    # Even with a DICOM-SEG default configured, a viewer asking for .nrrd gets .nrrd.
+    seg_default = settings_module.PluginSettings.from_conf({"result_format": "dicom_seg"}, tmp_path)
+    assert infer_module.InferOptions.from_request(OHIF_PARAMS, seg_default, dicom).extension == ".nrrd"
+
+
+def test_dicom_seg_only_when_asked_or_by_default_on_dicomweb(infer_module, settings_module, tmp_path: Path) -> None:
+    opts = infer_module.InferOptions.from_request
+    settings = settings_module.PluginSettings.from_conf({}, tmp_path)
+    assert opts({}, settings, dicom_datastore=True).result_format == "dicom_seg"
+    assert opts({}, settings, dicom_datastore=False).extension == ".nii.gz"
+    assert opts({"result_extension": ".dcm"}, settings, False).result_format == "dicom_seg"
+    assert opts({"result_format": "dicom_seg"}, settings, False).extension == ".dcm"
+    assert opts({"result_format": "nifti"}, settings, True).extension == ".nii.gz"
+    nifti_default = settings_module.PluginSettings.from_conf({"result_format": "nifti"}, tmp_path)
+    assert opts({}, nifti_default, dicom_datastore=True).result_format == "nifti"
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"result_format": "dicom_seg", "result_extension": ".nrrd"}, "conflicts with result_extension '.nrrd'"),
+    ({"result_format": "nifti", "result_extension": ".dcm"}, "conflicts with result_extension .dcm"),
+    ({"result_extension": ".png"}, "result_extension must be one of"),
+    ({"result_format": "png"}, "result_format must be one of"),
+    ({"result_dtype": "float32"}, "result_dtype must be one of"),
+    ({"result_compress": "maybe"}, "result_compress must be true or false"),
+    ({"restore_label_idx": "sometimes"}, "restore_label_idx must be true or false"),
+    ({"label_type": "semantic"}, "label_type must be one of"),
+])
+def test_bad_or_conflicting_result_options_are_named(infer_module, settings_module, tmp_path: Path,
+                                                     params: dict, message: str) -> None:
+    settings = settings_module.PluginSettings.from_conf({}, tmp_path)
+    with pytest.raises(ValueError, match=message):
+        infer_module.InferOptions.from_request(params, settings, dicom_datastore=True)
+
+
+def test_result_dtype_and_compression(infer_module, settings_module, tmp_path: Path) -> None:
+    from medmrcnn.errors import ExportError
+
+    settings = settings_module.PluginSettings.from_conf({}, tmp_path)
+    opts = infer_module.InferOptions.from_request
+    assert opts({"result_compress": "true"}, settings, False).compress is True
+    assert opts({"result_compress": 0}, settings, False).compress is False
+    small, big = np.array([0, 3]), np.array([0, 300])
+    assert opts({}, settings, False).label_dtype(small) == np.uint8
+    assert opts({}, settings, False).label_dtype(big) == np.uint16
+    assert opts({"result_dtype": "uint16"}, settings, False).label_dtype(small) == np.uint16
+    with pytest.raises(ExportError, match="uint8 cannot hold label value 300"):
+        opts({"result_dtype": "uint8"}, settings, False).label_dtype(big)

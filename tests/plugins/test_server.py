@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -183,6 +184,10 @@ def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
         return int(err.value.msg.split("Status: ")[1].split(";")[0])
 
     assert status_of(lambda: client.infer(VOLUME, "no-such-image", {})) == 404
+    # A path of the server's own files (here the test's truth file, which exists) is not a datastore image.
+    assert status_of(lambda: client.infer(VOLUME, str(data["ct_truth"]), {})) == 404
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"allow_irregular": "maybe"})) == 400
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"series": 3})) == 422  # a NIfTI holds one series
     assert status_of(lambda: client.upload_image(str(data["corrupt"]), image_id="corrupt")) == 422
     assert "corrupt" not in client.datastore()["objects"]
     assert status_of(lambda: client.infer(VOLUME, "", {}, file=str(data["corrupt"]))) == 422
@@ -195,6 +200,8 @@ def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
     assert "final" not in client.datastore()["objects"]["ct"]["labels"]
 
     assert server.alive()
+    _, loaded = client.infer(VOLUME, "ct", {"series": 0, "allow_irregular": True})  # load options are accepted
+    assert loaded["image"]["shape"]
     assert set(client.info()["models"]) == {VOLUME, CELLS, INTERACTIVE}
     label_file, _ = client.infer(CELLS, "cells", {})
     assert nib.load(label_file).shape[:2] == (96, 96)
@@ -231,6 +238,49 @@ def test_ten_concurrent_infer_requests_all_return_correct_labels(
     for i, got in results.items():
         assert not isinstance(got, BaseException), f"request {i}: {got}"
         assert (got == expected[names[i % 2]]).all(), f"request {i} returned another image's label"
+
+
+def test_info_answers_within_a_second_while_two_clients_infer(
+    server: RunningServer, data: dict[str, Path], tmp_path: Path
+) -> None:
+    # MONAI Label 0.8.5 runs /infer inside its event loop: /info/ used to wait for the whole inference. The app
+    # re-registers the route so inference runs in a worker thread, one at a time (MONAI_LABEL_INFER_CONCURRENCY unset).
+    # A longer study than the others, so that one inference takes seconds even on a fast CI machine.
+    busy_ct = save_volume(make_ct_phantom(seed=21, **{**PHANTOM, "shape": (24, 192, 192)}).volume,
+                          tmp_path / "busy.nii.gz")
+    MONAILabelClient(server.url, tmpdir=str(tmp_path)).upload_image(str(busy_ct), image_id="busy")
+    spans: dict[int, tuple[float, float, float]] = {}  # client -> (start, end, server-side inference seconds)
+
+    def infer(i: int) -> None:
+        folder = tmp_path / f"c{i}"
+        folder.mkdir()
+        t0 = time.monotonic()
+        _, result = MONAILabelClient(server.url, tmpdir=str(folder)).infer(VOLUME, "busy", {})
+        spans[i] = (t0, time.monotonic(), result["latencies"]["total"])
+
+    threads = [threading.Thread(target=infer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    info_latencies = []
+    while any(t.is_alive() for t in threads):
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"{server.url}/info/", timeout=60) as r:
+            assert r.status == 200
+        info_latencies.append(time.monotonic() - t0)
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    assert len(spans) == 2
+    busy = max(end for _, end, _ in spans.values()) - min(start for start, _, _ in spans.values())
+    # Meaningful: each inference took over a second (a blocked event loop would have held /info/ that long), and
+    # /info/ was asked throughout.
+    assert min(total for _, _, total in spans.values()) > 1.0, spans
+    assert len(info_latencies) >= busy / 1.5, (busy, len(info_latencies))
+    print(f"/info/ during {busy:.1f} s of inference: {len(info_latencies)} requests, median "
+          f"{1000 * float(np.median(info_latencies)):.0f} ms, max {1000 * max(info_latencies):.0f} ms")
+    assert max(info_latencies) < 1.0, f"/info/ took up to {max(info_latencies):.2f} s during {busy:.1f} s of inference"
+    # One inference at a time: the two clients together waited at least both inferences' time.
+    assert busy >= 0.9 * sum(total for _, _, total in spans.values())
 
 
 def test_active_learning_picks_the_least_confident_unlabeled_image(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.datastore import dicom_series_dir
+from lib.datastore import check_served_image, dicom_series_dir
 from lib.errors import as_http_errors, not_found
 from lib.models import ModelSlot
 from lib.settings import LABEL_TYPES, RESULT_FORMATS, PluginSettings
@@ -25,39 +25,92 @@ from lib.strategy import image_uncertainty
 log = logging.getLogger(__name__)
 
 LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+SEG_EXTENSION = ".dcm"
+# Label map dtypes a client may ask for (`result_dtype`); None picks the smallest unsigned one that holds the values.
+RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32")
+# `result_format` "auto": a DICOM-SEG when the client asks for ".dcm", a label volume when it names a label
+# extension, else the app's default (--conf result_format; dicom_seg on a DICOMweb datastore).
+AUTO = "auto"
+
+
+def _flag(request: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean request param (JSON true/false, or "true"/"false"/"1"/"0" from form-typed clients)."""
+    value = request.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"{key} must be true or false; got {value!r}")
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean request option (JSON true/false, or "true"/"false" from a query string)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "false", "0"):
+        return str(value).lower() in ("true", "1")
+    raise ValueError(f"{name} must be true or false; got {value!r}")
 
 
 @dataclass(frozen=True)
 class InferOptions:
-    """What one request asks for: the app's defaults overridden by the request's params (docs/plugin.md)."""
+    """What one request asks for: the app's defaults overridden by the request's params (docs/plugin.md).
+
+    The viewers' keys are honoured: `result_extension` picks the file (".nrrd" for 3D Slicer and OHIF, ".dcm" for a
+    DICOM-SEG), `result_dtype` the label map's dtype, `result_compress` raw or gzip voxel data (NRRD/MHA; NIfTI by
+    its name). `restore_label_idx` is checked but changes nothing: the values are always the label values /info/
+    lists for the model, which is what OHIF maps segments by (docs/plugin.md).
+    """
 
     label_type: str
     result_format: str
     extension: str
+    dtype: str | None
+    compress: bool
     score_threshold: float
     mask_threshold: float
     window: str | None
+    series: str | None = None
+    allow_irregular: bool = False
 
     @classmethod
     def from_request(cls, request: dict[str, Any], settings: PluginSettings, dicom_datastore: bool) -> "InferOptions":
-        """Options of `request`; ValueError names a bad one."""
-        extension = str(request.get("result_extension") or ".nii.gz")
-        default_format = settings.result_format or ("dicom_seg" if dicom_datastore else "nifti")
-        result_format = str(request.get("result_format") or ("dicom_seg" if extension == ".dcm" else default_format))
+        """Options of `request`; ValueError names a bad or conflicting one."""
+        extension = request.get("result_extension") or None
+        if extension is not None and extension not in (*LABEL_EXTENSIONS, SEG_EXTENSION):
+            raise ValueError(f"result_extension must be one of {(*LABEL_EXTENSIONS, SEG_EXTENSION)}; got {extension!r}")
+        result_format = str(request.get("result_format") or AUTO)
+        if result_format not in (AUTO, *RESULT_FORMATS):
+            raise ValueError(f"result_format must be one of {(AUTO, *RESULT_FORMATS)}; got {result_format!r}")
+        if result_format == AUTO:
+            default_format = settings.result_format or ("dicom_seg" if dicom_datastore else "nifti")
+            result_format = {None: default_format, SEG_EXTENSION: "dicom_seg"}.get(extension, "nifti")
+        if result_format == "dicom_seg" and extension not in (None, SEG_EXTENSION):
+            raise ValueError(f"result_format dicom_seg conflicts with result_extension {extension!r} (a DICOM-SEG is "
+                             f"{SEG_EXTENSION}); ask for one of them")
+        if result_format == "nifti" and extension == SEG_EXTENSION:
+            raise ValueError(f"result_format nifti conflicts with result_extension {SEG_EXTENSION} (a DICOM-SEG)")
+        dtype = request.get("result_dtype") or None
+        if dtype is not None and dtype not in RESULT_DTYPES:
+            raise ValueError(f"result_dtype must be one of {RESULT_DTYPES}; got {dtype!r}")
+        _flag(request, "restore_label_idx", True)
         opts = cls(
             label_type=str(request.get("label_type") or settings.label_type),
             result_format=result_format,
-            extension=".dcm" if result_format == "dicom_seg" else extension,
+            extension=SEG_EXTENSION if result_format == "dicom_seg" else extension or ".nii.gz",
+            dtype=dtype,
+            compress=_flag(request, "result_compress", False),
             score_threshold=float(request.get("score_threshold", settings.score_threshold)),
             mask_threshold=float(request.get("mask_threshold", settings.mask_threshold)),
             window=request.get("window") or settings.window,
+            series=str(request["series"]) if request.get("series") not in (None, "") else None,
+            allow_irregular=_flag(request.get("allow_irregular", False), "allow_irregular"),
         )
         if opts.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {LABEL_TYPES}; got {opts.label_type!r}")
-        if opts.result_format not in RESULT_FORMATS:
-            raise ValueError(f"result_format must be one of {RESULT_FORMATS}; got {opts.result_format!r}")
-        if opts.result_format == "nifti" and opts.extension not in LABEL_EXTENSIONS:
-            raise ValueError(f"result_extension must be one of {LABEL_EXTENSIONS} or .dcm; got {opts.extension!r}")
         return opts
 
     def predictor_config(self) -> Any:
@@ -66,6 +119,18 @@ class InferOptions:
 
         return PredictorConfig(intensity=self.window, score_threshold=self.score_threshold,
                                mask_threshold=self.mask_threshold)
+
+    def label_dtype(self, values: np.ndarray) -> np.dtype:
+        """The dtype to write `values` with: the requested one (ExportError if it cannot hold them) or uint8/uint16."""
+        top = int(values.max(initial=0))
+        if self.dtype is None:
+            return np.dtype(np.uint8 if top < 256 else np.uint16)
+        dtype = np.dtype(self.dtype)
+        if top > np.iinfo(dtype).max:
+            from medmrcnn.errors import ExportError
+
+            raise ExportError(f"result_dtype {self.dtype} cannot hold label value {top}; ask for uint16 or uint32")
+        return dtype
 
 
 def write_label(result: Any, options: InferOptions, settings: PluginSettings, path: Path) -> dict[str, int]:
@@ -86,17 +151,17 @@ def write_label(result: Any, options: InferOptions, settings: PluginSettings, pa
         kept = {rec.id for rec in result.instances if rec.class_name in returned}
         values = np.where(np.isin(result.instance_map, list(kept)), result.instance_map, 0)
         names = {f"{rec.class_name} {rec.id}": int(rec.id) for rec in result.instances if rec.id in kept}
-    dtype = np.uint8 if int(values.max(initial=0)) < 256 else np.uint16
-    save_volume(result.volume.with_array(values.astype(dtype)), path)
+    save_volume(result.volume.with_array(values.astype(options.label_dtype(values))), path, compress=options.compress)
     return names
 
 
 class MedMRCNNInfer(InferTask):
     """Instance segmentation of a datastore image (or an uploaded file) with a medmrcnn checkpoint.
 
-    Request params (all optional): label_type "class"|"instance", result_format "nifti"|"dicom_seg",
-    result_extension (.nii.gz, .nii, .nrrd, .mha, .dcm), score_threshold, mask_threshold, window, label_prompt
-    (label values to keep, as OHIF's Class Prompts send them).
+    Request params (all optional): label_type "class"|"instance", result_format "auto"|"nifti"|"dicom_seg",
+    result_extension (.nii.gz, .nii, .nrrd, .mha, .dcm), result_dtype, result_compress, restore_label_idx,
+    score_threshold, mask_threshold, window (`InferOptions`), label_prompt (label values to keep, as OHIF's Class
+    Prompts send them).
     """
 
     def __init__(self, slot: ModelSlot, settings: PluginSettings, dimension: int, description: str,
@@ -106,7 +171,8 @@ class MedMRCNNInfer(InferTask):
         self.dicom_datastore = dicom_datastore
         defaults = {"label_type": settings.label_type, "score_threshold": settings.score_threshold,
                     "mask_threshold": settings.mask_threshold, "window": settings.window or "",
-                    "result_format": settings.result_format or ("dicom_seg" if dicom_datastore else "nifti")}
+                    # A list: 3D Slicer shows a choice and sends the first (selected) entry with every request.
+                    "result_format": [AUTO, *RESULT_FORMATS]}
         super().__init__(type=InferType.SEGMENTATION, labels=None, dimension=dimension, description=description,
                          config=defaults)
 
@@ -141,6 +207,7 @@ class MedMRCNNInfer(InferTask):
         image = request.get("image")
         if not isinstance(image, str) or not image or not Path(image).exists():
             raise not_found(f"image {request.get('image')!r} is not in the datastore (upload it or pass a file)")
+        check_served_image(image)
         with as_http_errors(f"{self.slot.name} options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()
@@ -149,7 +216,7 @@ class MedMRCNNInfer(InferTask):
         with as_http_errors(f"{self.slot.name} infer on {Path(image).name}"):
             # A DICOM-SEG must reference the DICOM instances: segment the series itself, not a NIfTI copy of it.
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
-            volume = load_volume(series or image)
+            volume = load_volume(series or image, options.series, allow_irregular=options.allow_irregular)
             t_load = time.perf_counter()
             loaded = self.slot.load()
             from medmrcnn.inference import SliceWisePredictor
