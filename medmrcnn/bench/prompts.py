@@ -1,9 +1,13 @@
 """Benchmark: prompted segmentation latency (`medmrcnn.inference.prompts`) with the demo model.
 
 Variants, each in its own process (model loaded and its kernels warmed on another image first):
-    first_prompt        a click on a new 512 x 512 image: normalisation, backbone, RPN and heads
-    next_prompt         a second click on the same image: the heads only (features from the cache)
-    propagation_cold    a click on an organ spanning >= 40 slices, followed through all of them (backbone per slice)
+    first_prompt        a click on a new 512 x 512 CT slice of 0.7 mm pixels (the network sees it at its 1.4 mm,
+                        256 x 256): normalisation, backbone, RPN and heads
+    next_prompt         a second click on the same image: the heads only (features and proposals from the cache)
+    first_prompt_net512, next_prompt_net512
+                        the same on a 512 x 512 slice of 1.4 mm pixels, which the network sees at 512 x 512
+    propagation_cold    a click on the liver of a 64 x 512 x 512 phantom (0.7 mm, 2.5 mm slices; about 40 slices),
+                        followed through all its slices (backbone per slice)
     propagation_warm    the same prompt again: the heads only on every slice
 The ratio first / next is the saving of the feature cache (target: >= 10x, next < 0.3 s on two CPU cores).
 """
@@ -20,15 +24,18 @@ from medmrcnn.bench.measure import IsolatedRunner, Probe
 from medmrcnn.bench.settings import BenchSettings
 from medmrcnn.volume import Volume
 
-VARIANTS = ("first_prompt", "next_prompt", "propagation_cold", "propagation_warm")
+VARIANTS = ("first_prompt", "next_prompt", "first_prompt_net512", "next_prompt_net512", "propagation_cold",
+            "propagation_warm")
+ONE_SLICE = VARIANTS[:4]
 PROPAGATION_SLICES = 40
 
 
-def _phantom(matrix: int, slices: int, seed: int) -> tuple[Volume, np.ndarray]:
-    """A CT phantom of `slices` x matrix x matrix (0.7 mm pixels at 512, 2.5 mm slices) and its liver mask."""
+def _phantom(matrix: int, slices: int, seed: int, pixel_mm: float = 0.7) -> tuple[Volume, np.ndarray]:
+    """A CT phantom of `slices` x matrix x matrix (`pixel_mm` pixels at 512, 2.5 mm slices) and its liver mask."""
     from medmrcnn.synthetic import make_ct_phantom
 
-    ph = make_ct_phantom(shape=(slices, matrix, matrix), spacing=(2.5, 0.7 * 512 / matrix, 0.7 * 512 / matrix),
+    px = pixel_mm * 512 / matrix
+    ph = make_ct_phantom(shape=(slices, matrix, matrix), spacing=(2.5, px, px),
                          n_tumours=2, tumour_diameter_mm=(20.0, 30.0), seed=seed)
     liver = next(i for i, c in ph.gt_classes.items() if ph.labels.name_of(c) == "liver")
     return ph.volume, ph.gt_instances == liver
@@ -50,17 +57,19 @@ def run_prompt(spec: dict[str, Any], probe: Probe) -> dict[str, Any]:
 
     model, cfg = load_model(spec["weights"], device=spec["device"])
     segmenter = PromptSegmenter(model, cfg)
-    warm_volume, warm_liver = _phantom(spec["matrix"], 1 if spec["variant"] in VARIANTS[:2] else 3, seed=1)
+    one_slice = spec["variant"] in ONE_SLICE
+    pixel_mm = 1.4 if spec["variant"].endswith("net512") else 0.7
+    warm_volume, warm_liver = _phantom(spec["matrix"], 1 if one_slice else 3, seed=1, pixel_mm=pixel_mm)
     segmenter.segment(warm_volume, Prompt(foreground=(_inside(warm_liver, 0),)), "warm-up")
-    if spec["variant"] in VARIANTS[:2]:  # one 512 x 512 slice
-        volume, liver = _phantom(spec["matrix"], 8, seed=2)
+    if one_slice:  # one 512 x 512 slice
+        volume, liver = _phantom(spec["matrix"], 8, seed=2, pixel_mm=pixel_mm)
         z = _inside(liver, 0)[0]
         volume, liver = Volume(volume.array[z:z + 1].copy(), volume.affine, modality="CT"), liver[z:z + 1]
     else:
         volume, liver = _phantom(spec["matrix"], spec["slices"], seed=2)
     first = Prompt(foreground=(_inside(liver, 0),))
-    second = Prompt(foreground=(_inside(liver, 1),)) if spec["variant"] == "next_prompt" else first
-    if spec["variant"] in ("next_prompt", "propagation_warm"):
+    second = Prompt(foreground=(_inside(liver, 1),)) if spec["variant"].startswith("next") else first
+    if spec["variant"].startswith("next") or spec["variant"] == "propagation_warm":
         segmenter.segment(volume, first, "image")
     with probe.section():
         result = segmenter.segment(volume, second, "image")
@@ -84,8 +93,10 @@ def bench_prompts(runner: IsolatedRunner, settings: BenchSettings, weights: str)
         fig.update(slices_covered=covered, liver_slices=s[0]["liver_slices"], dice=s[0]["dice"],
                    cache=s[0]["cache"])
         out["variants"][v] = fig
-    first, nxt = out["variants"]["first_prompt"]["median_s"], out["variants"]["next_prompt"]["median_s"]
-    out["next_vs_first_speedup"] = round(first / nxt, 1)
+    for suffix in ("", "_net512"):
+        first, nxt = out["variants"][f"first_prompt{suffix}"], out["variants"][f"next_prompt{suffix}"]
+        out[f"next_vs_first_speedup{suffix}"] = round(first["median_s"] / nxt["median_s"], 1)
+        out[f"next_vs_first_cpu_speedup{suffix}"] = round(first["cpu_median_s"] / nxt["cpu_median_s"], 1)
     cold, warm = out["variants"]["propagation_cold"], out["variants"]["propagation_warm"]
     out["propagation_per_slice_s"] = {"cold": round(cold["median_s"] / cold["slices_covered"], 4),
                                       "warm": round(warm["median_s"] / warm["slices_covered"], 4)}
