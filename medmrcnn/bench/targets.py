@@ -58,6 +58,18 @@ def evaluate_targets(results: dict[str, Any], settings: BenchSettings) -> list[d
     out.append(_target(f"{device} inference with point-refined masks <= {REFINEMENT_MAX_RATIO}x the plain mask head",
                        refine.get("ratios", {}).get("time_ratio"), REFINEMENT_MAX_RATIO, False, same,
                        "same detections" if same else "detections differ or not measured"))
+    prompts = results.get("prompts", {})
+    if "variants" in prompts:
+        two_cpu = settings.threads == 2 and not settings.cuda and prompts["matrix"] == [512, 512]
+        m = prompts["matrix"][0]
+        for suffix, seen in (("", f"{m} x {m}, 0.7 mm at 512: network at half size"),
+                             ("_net512", f"{m} x {m}, 1.4 mm at 512: network at full size")):
+            out.append(_target(f"Next prompt >= 10x faster than the first (demo model, {seen})",
+                               prompts[f"next_vs_first_speedup{suffix}"], 10.0, True, True,
+                               f"CPU-time ratio {prompts[f'next_vs_first_cpu_speedup{suffix}']}x"))
+            out.append(_target(f"Next prompt < 0.3 s on 2 CPU cores ({seen})",
+                               prompts["variants"][f"next_prompt{suffix}"]["median_s"], 0.3, False, two_cpu,
+                               "" if two_cpu else "not the target case (2 CPU threads, 512 x 512)"))
     if settings.cuda:
         r50 = results.get("inference_r50", {}).get("variants", {}).get("medmrcnn", {})
         matrix = results.get("inference_r50", {}).get("matrix")
