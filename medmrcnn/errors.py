@@ -18,10 +18,6 @@ class VolumeLoadError(MedMRCNNError):
         super().__init__(f"{self.path}: {reason}")
 
 
-class GeometryMismatchError(MedMRCNNError):
-    """Two images that must share a voxel grid do not."""
-
-
 class CheckpointError(MedMRCNNError):
     """A checkpoint is missing, corrupt, tampered with, or does not match the requested model."""
 
@@ -32,6 +28,10 @@ class LabelConfigError(MedMRCNNError):
 
 class DataError(MedMRCNNError):
     """A training or evaluation item is broken (shape, affine or label values)."""
+
+
+class GeometryMismatchError(DataError):
+    """Two images that must share a voxel grid do not (a DataError too: a label off its image's grid)."""
 
 
 class ExportError(MedMRCNNError):

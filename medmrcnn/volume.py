@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from medmrcnn.geometry.axes import spacing_zyx
+
 
 def affine_from_geometry(
     spacing_xyz: tuple[float, float, float] | np.ndarray,
@@ -55,7 +57,9 @@ class Volume:
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.affine.shape != (4, 4):
             raise ValueError(f"Volume.affine must be 4x4; got {self.affine.shape}")
-        if abs(np.linalg.det(self.affine[:3, :3])) < 1e-12:
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        # relative test: 0.1 µm microscopy voxels have a determinant of 1e-12 mm^3 yet are not singular
+        if not np.all(norms > 0) or abs(np.linalg.det(self.affine[:3, :3])) < 1e-9 * float(np.prod(norms)):
             raise ValueError("Volume.affine is singular")
 
     @property
@@ -65,9 +69,8 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm in array order (z, y, x)."""
-        sx, sy, sz = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return (float(sz), float(sy), float(sx))
+        """Voxel size in mm in array order (z, y, x); z is the distance between slice planes (also when tilted)."""
+        return spacing_zyx(self.affine)
 
     @property
     def spacing_xyz(self) -> tuple[float, float, float]:

@@ -35,3 +35,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+NUCLEI_STEPS = 120  # CPU fine-tuning steps of the shared real-nuclei model (tests/bench, inference, cli, training)
+
+
+@pytest.fixture(scope="session")
+def nuclei(tmp_path_factory):
+    """A compact model fine-tuned on the real DSB2018 nuclei image's training part (medmrcnn.bench.nuclei), with
+    the split's data: parts (fit / val / test crops), datalist, weights. Skipped without the stardist wheel data."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    if importlib.util.find_spec("stardist") is None:
+        pytest.skip("real nuclei data: pip install --no-deps stardist (the Makefile does)")
+    from medmrcnn.bench.nuclei import finetune_config, split_parts, stardist_nuclei_2d, write_datalist
+    from medmrcnn.training import train
+
+    folder = tmp_path_factory.mktemp("nuclei")
+    parts = split_parts(*stardist_nuclei_2d())
+    datalist = write_datalist(parts, folder / "data")
+    result = train(finetune_config(datalist, folder / "run", NUCLEI_STEPS, threads=2, epochs=3), progress=False)
+    return SimpleNamespace(parts=parts, datalist=datalist, weights=result.best or result.last, folder=folder,
+                           metrics=result.metrics)

@@ -211,9 +211,13 @@ def reload_series(info: SeriesInfo) -> SeriesInfo:
                                            f"files gone, e.g. {missing[0].name})")
     headers, _ = read_headers(info.paths)
     identity = study_identity(info)
-    found = [i for i in group_series(headers) if study_identity(i) == identity]
+    grouped = group_series(headers)
+    found = [i for i in grouped if study_identity(i) == identity]
+    if not found and info.subseries:  # a sub-series' own files form one stack: no sub-series label of their own
+        found = [i for i in grouped if i.is_image and i.series_uid == info.series_uid and i.kind == info.kind]
     if len(found) != 1 or found[0].shape != info.shape:
         raise VolumeLoadError(info.source, "the series changed on disk since the batch listed it")
+    found[0].subseries = info.subseries
     return found[0]
 
 
@@ -222,10 +226,28 @@ def _problem(info: SeriesInfo, allow_irregular: bool) -> str | None:
     if info.error:
         return info.error
     if info.irregular and not allow_irregular:
-        return f"{info.irregular} (use --allow-irregular to accept it with the mean slice spacing)"
+        return f"{info.irregular} (use --allow-irregular to accept it: outputs keep each slice's true position)"
     if info.n_volumes > 1:
         return f"{info.n_volumes} volumes in one file (4D / multi-plane); split it into 3D volumes first"
     return None
+
+
+def _join_split_series(infos: list[SeriesInfo]) -> list[SeriesInfo]:
+    """One entry per series: a DICOM series whose files lie in several sibling folders (CD exports, PACS dumps) was
+    found once per folder; its files are grouped again together, so that it is assembled whole."""
+    by_identity: dict[str, list[SeriesInfo]] = {}
+    for info in infos:
+        by_identity.setdefault(study_identity(info), []).append(info)
+    joined: list[SeriesInfo] = []
+    for identity, parts in by_identity.items():
+        if len(parts) == 1 or parts[0].kind != DICOM_SERIES:
+            joined += parts
+            continue
+        headers, _ = read_headers(sorted({p for part in parts for p in part.paths}))
+        whole = [i for i in group_series(headers) if study_identity(i) == identity]
+        log.info("%s: one series in %d folders, assembled whole", whole[0].source, len(parts))
+        joined += [_without_headers(i) for i in whole]
+    return joined
 
 
 def _inside(path: Path, folder: Path | None) -> bool:
@@ -257,13 +279,14 @@ def discover_studies(
         if not path.exists():
             add(Study(unusable_name(path, root), path, error="no such file or folder"), f"bad:{path.resolve()}")
             continue
-        found = []
+        found, images = [], []
         for infos, failures in _scan_in_parts(path, excluded):
             found += [(Study(unusable_name(bad, root), bad, error=reason), f"bad:{bad.resolve()}")
                       for bad, reason in failures]
-            found += [(Study(study_name(info, root), info.source, _without_headers(info),
-                             _problem(info, allow_irregular)), study_identity(info))
-                      for info in infos if info.is_image and not _inside(info.paths[0], excluded)]
+            images += [_without_headers(info) for info in infos
+                       if info.is_image and not _inside(info.paths[0], excluded)]
+        found += [(Study(study_name(info, root), info.source, info, _problem(info, allow_irregular)),
+                   study_identity(info)) for info in _join_split_series(images)]
         if not found:
             found.append((Study(unusable_name(path, root), path, error=_nothing_found(path)), f"bad:{path.resolve()}"))
         for study, identity in sorted(found, key=lambda f: (str(f[0].source), f[0].name)):

@@ -35,20 +35,23 @@ def load_predictor(
         device: "auto", "cpu", "cuda" or "cuda:N".
         batch_size: slices per forward pass (None: automatic).
         window: intensity preset ("ct:soft_tissue", "ct:40,400", "percentile", ...); None: the model's own.
-        score_threshold: minimum detection score (None: the predictor's default).
+        score_threshold: minimum detection score (None: the checkpoint's calibrated one, else the default).
     Returns:
         (predictor, settings); settings hold the weights' SHA-256 and the predictor config.
     """
-    from medmrcnn.inference import PredictorConfig, SliceWisePredictor
+    from medmrcnn.inference import SliceWisePredictor
+    from medmrcnn.inference.config import calibrated_config
 
     overrides = {k: v for k, v in (("intensity", window), ("batch_size", batch_size),
                                    ("score_threshold", score_threshold)) if v is not None}
-    cfg = PredictorConfig(**overrides)  # ValueError names a bad option
+    calibrated_config(None, **overrides)  # ValueError names a bad option before the checkpoint is read
     path = Path(weights) if weights is not None else DEMO_WEIGHTS
     if not path.is_file():
         hint = " (the demo weights are missing: reinstall medmrcnn)" if weights is None else ""
         raise CheckpointError(f"{path}: checkpoint file not found{hint}")
-    predictor = SliceWisePredictor.from_checkpoint(path, cfg=cfg, device=device)
+    predictor = SliceWisePredictor.from_checkpoint(path, device=device)
+    # Thresholds calibrated into the checkpoint (`medmrcnn calibrate`) are the defaults; explicit options win.
+    cfg = predictor.cfg = calibrated_config(predictor.model_cfg.extra.get("thresholds"), **overrides)
     decisive = {k: v for k, v in cfg.to_dict().items() if k not in ("batch_size", "amp", "image_key")}
     settings = {"weights": path.name, "weights_sha256": file_sha256(path), "predictor": decisive}
     return predictor, settings

@@ -32,7 +32,7 @@ def study_identity(info: SeriesInfo) -> str:
     """What makes a study unique: the SeriesInstanceUID for DICOM (plus the file for multi-frame objects, which may
     share a series), else the resolved file path. The same series found twice is one study."""
     if info.kind == DICOM_SERIES and info.series_uid:
-        return f"dicom:{info.series_uid}"
+        return f"dicom:{info.series_uid}" + (f":{info.subseries}" if info.subseries else "")
     if info.kind == DICOM_MULTIFRAME and info.series_uid:
         return f"dicom:{info.series_uid}:{info.paths[0].name}"
     return f"file:{info.paths[0].resolve()}"
@@ -63,7 +63,8 @@ def study_name(info: SeriesInfo, root: Path) -> str:
     if info.kind in (DICOM_SERIES, DICOM_MULTIFRAME):
         series = f"s{info.number}" if info.number is not None else ""
         desc = slug(info.description, 40) if info.description and info.description != info.paths[0].name else ""
-        tag = "_".join(p for p in (series, desc) if p)
+        sub = slug(info.subseries, 24) if info.subseries else ""
+        tag = "_".join(p for p in (series, desc, sub) if p)
         if tag:
             parts.append(tag)
     return "__".join(parts + [_digest(study_identity(info))])

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from medmrcnn.batch.discovery import Study, discover_studies, reload_series
 from medmrcnn.batch.distributed import Shard, gather_outcomes
 from medmrcnn.batch.outputs import (
-    FORMATS, read_manifest, remove_partials, study_folder, write_manifest, write_outputs,
+    AUTO, read_manifest, remove_partials, study_folder, write_manifest, write_outputs,
 )
 from medmrcnn.batch.prefetch import Loaded, prefetch
 from medmrcnn.batch.summary import FAILED, OK, SKIPPED, BatchSummary, StudyOutcome, write_summary
@@ -57,20 +57,22 @@ class BatchOptions:
 
     Attributes:
         output: the output folder (one sub-folder per study, plus summary.csv / summary.json).
-        formats: output formats, any of nifti, seg, json, csv, png.
+        formats: output formats (batch.outputs.FORMATS), or ("auto",) to choose them by input kind.
         overwrite: redo studies whose outputs are complete (default: skip them).
         workers: studies read ahead in background threads while the current one is segmented (0: no read-ahead).
         allow_irregular: accept DICOM stacks with gaps / non-uniform slice spacing.
+        channel: the channel segmented in multi-channel microscopy images (None: the first, with a warning).
         label_config: JSON of SNOMED concepts / colours for DICOM-SEG (None: shipped defaults).
         settings: what decides the outputs (weights checksum, thresholds, window, formats); a complete study made
             with other settings is not silently kept (it fails with a hint to use --overwrite).
     """
 
     output: Path
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = (AUTO,)
     overwrite: bool = False
     workers: int = 1
     allow_irregular: bool = False
+    channel: int | None = None
     label_config: str | Path | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -134,7 +136,8 @@ class _Runner:
 
     def load(self, study: Study) -> Volume:
         assert study.info is not None  # only studies without a discovery error are loaded
-        return read_series(reload_series(study.info), allow_irregular=self.options.allow_irregular)
+        return read_series(reload_series(study.info), allow_irregular=self.options.allow_irregular,
+                           channel=self.options.channel)
 
     def segment(self, loaded: Loaded[Study, Volume]) -> tuple[Any, float] | None:
         """Run the model; a failure is recorded and None returned."""
@@ -171,7 +174,8 @@ class _Runner:
                     instances=counts, volume_ml=volumes, seconds=round(loaded.seconds + segment_s + write_s, 3),
                     timings={"read": round(loaded.seconds, 3), "segment": round(segment_s, 3),
                              "write": round(write_s, 3)},
-                    outputs=outputs, notes=notes + list(volume.warnings), rank=self.rank,
+                    outputs=outputs, notes=notes + list(volume.warnings) + list(result.metadata.get("intensity_warnings", [])),
+                    rank=self.rank,
                 )
                 write_manifest(folder, {"outcome": outcome.to_dict(), "settings": self.options.settings,
                                         "series_uid": volume.series_uid, "spacing_mm": list(volume.spacing),

@@ -1,7 +1,7 @@
 """`run_benchmarks`: fixtures -> each benchmark side by side with its baseline -> targets -> one JSON document.
 
     prepare fixtures -> inference (R50-FPN, demo) -> training -> DICOM load -> DICOM-SEG export -> end to end
-    -> FLOPs vs peak -> targets
+    -> portable models (TorchScript, ONNX Runtime) -> FLOPs vs peak -> targets
 A benchmark that fails is recorded as {"error": ...} and the others still run.
 """
 
@@ -23,6 +23,7 @@ from medmrcnn.bench.fixtures import prepare
 from medmrcnn.bench.flops import bench_flops
 from medmrcnn.bench.inference import bench_inference
 from medmrcnn.bench.measure import IsolatedRunner
+from medmrcnn.bench.portable import bench_portable
 from medmrcnn.bench.settings import BenchSettings
 from medmrcnn.bench.targets import evaluate_targets
 from medmrcnn.bench.training import bench_training
@@ -62,6 +63,7 @@ def run_benchmarks(settings: BenchSettings, workdir: str | Path | None = None,
             "dicom_load": lambda: bench_dicom_load(runner, settings, fixtures),
             "seg_export": lambda: bench_seg_export(runner, settings, fixtures, work),
             "end_to_end": lambda: bench_end_to_end(runner, settings, fixtures, work),
+            "portable": lambda: bench_portable(runner, settings, fixtures, work),
             "flops": lambda: bench_flops(runner, settings, fixtures, results),
         }
         for name, step in steps.items():

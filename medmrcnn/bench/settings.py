@@ -6,7 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-BENCHMARKS = ("inference_r50", "inference_demo", "training", "dicom_load", "seg_export", "end_to_end", "flops")
+BENCHMARKS = ("inference_r50", "inference_demo", "training", "dicom_load", "seg_export", "end_to_end", "portable",
+              "flops")
 
 
 def available_cpus() -> int:

@@ -19,7 +19,7 @@ studies. OUTDIR/summary.csv and summary.json list every study. Exit code: 0 all 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Options of `infer`."""
-    from medmrcnn.batch.outputs import FORMATS
+    from medmrcnn.batch.outputs import AUTO, AUTO_MEDICAL, AUTO_MICROSCOPY, FORMATS
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
@@ -27,9 +27,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if needed)")
     p.add_argument("--weights", metavar="CKPT", help="medmrcnn .safetensors checkpoint (default: the demo weights, "
                                                      "for trying the tool only)")
-    p.add_argument("--formats", default=",".join(FORMATS), metavar="LIST",
-                   help=f"comma-separated outputs, any of {', '.join(FORMATS)} (default: all). "
-                        "seg (DICOM-SEG) is written for DICOM inputs with findings")
+    p.add_argument("--formats", default=AUTO, metavar="LIST",
+                   help=f"comma-separated outputs, any of {', '.join(FORMATS)}, or {AUTO} (default): "
+                        f"{','.join(AUTO_MEDICAL)} for DICOM / NIfTI / NRRD / MHA, {','.join(AUTO_MICROSCOPY)} for "
+                        "PNG / TIFF microscopy. seg (DICOM-SEG) and sr (DICOM SR measurement report; implies seg, "
+                        "one segment per instance) are written for DICOM inputs with findings")
+    p.add_argument("--channel", type=int, metavar="C",
+                   help="channel to segment in multi-channel TIFFs (C axis) or RGB images (0 = R), as Cellpose's "
+                        "--chan (default: channel 0, luma for RGB)")
     p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, metavar="N", help="slices per forward pass (default: automatic)")
     p.add_argument("--window", metavar="PRESET",
@@ -40,7 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="studies read ahead in background threads while one is segmented (0: none; default: 1)")
     p.add_argument("--allow-irregular", action="store_true",
-                   help="accept DICOM series with missing slices / uneven spacing (mean spacing is used)")
+                   help="accept DICOM series with missing slices / uneven spacing (outputs keep each slice's true position "
+                        "on a regular grid)")
     p.add_argument("--label-config", metavar="JSON", help="SNOMED concepts and colours per class for DICOM-SEG")
     p.add_argument("--quiet", action="store_true", help="no progress bars (failures and the summary line still print)")
 
@@ -61,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(e))
     if args.workers < 0 or (args.batch_size is not None and args.batch_size < 1):
         return _usage_error("--workers must be >= 0 and --batch-size >= 1")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        return _usage_error(f"-o {args.output}: an existing file, not a folder; name a folder for the results")
+    if args.channel is not None and args.channel < 0:
+        return _usage_error("--channel must be >= 0")
     expand_inputs(args.inputs)  # a missing input or an empty glob is a usage error, found before the model loads
     shard = Shard.from_env()
     shard.share_cpu_threads()
@@ -71,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _usage_error(str(e))
     options = BatchOptions(Path(args.output), formats, overwrite=args.overwrite, workers=args.workers,
-                           allow_irregular=args.allow_irregular, label_config=args.label_config,
-                           settings={**settings, "formats": list(formats), "label_config": args.label_config})
+                           allow_irregular=args.allow_irregular, channel=args.channel,
+                           label_config=args.label_config,
+                           settings={**settings, "formats": list(formats), "label_config": args.label_config,
+                                     "channel": args.channel})
     bars = not args.quiet and sys.stderr.isatty() and shard.rank == 0
     with BatchProgress(bars, args.quiet, rank=shard.rank if shard.distributed else None) as progress:
         summary = run_batch(args.inputs, predictor, options, class_names=predictor.model_cfg.labels,

@@ -22,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _row(index: str, info) -> str:
     shape = "x".join(str(s) for s in info.shape) if info.shape else "?"
     spacing = " x ".join(f"{s:.4g}" for s in info.spacing) if info.spacing else "?"
-    name = info.series_uid or str(info.paths[0])
+    name = (info.series_uid or str(info.paths[0])) + (f" [{info.subseries}]" if info.subseries else "")
     desc = f"  '{info.description}'" if info.description and info.description != info.paths[0].name else ""
     return (f"{index:>3}  {info.kind:<16} {info.modality:<5} {shape:<14} {spacing:<22} {info.orientation or '?':<6} "
             f"{info.n_files:>5}  {name}{desc}")

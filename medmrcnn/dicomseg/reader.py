@@ -21,7 +21,8 @@ from skimage.color import lab2rgb
 
 from medmrcnn.compat import highdicom_supports_labelmap
 from medmrcnn.dicomseg.concepts import LabelConfig, load_label_config, normalise_name
-from medmrcnn.dicomseg.geometry import affine_slice_positions, check_plane_orientation, frame_geometry, grid_indices
+from medmrcnn.dicomseg.source import frame_geometry
+from medmrcnn.geometry import affine_slice_positions, check_plane_orientation, grid_indices
 from medmrcnn.dicomseg.source import source_planes
 from medmrcnn.errors import GeometryMismatchError, VolumeLoadError
 from medmrcnn.labels import LabelMap

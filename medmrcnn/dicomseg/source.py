@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from medmrcnn.dicomseg.geometry import check_plane_orientation, frame_geometry, slice_ranks
+from medmrcnn.geometry import StackError, check_plane_orientation, image_planes, slice_ranks
 from medmrcnn.errors import ExportError, GeometryMismatchError
 from medmrcnn.volume import Volume
 
@@ -38,6 +38,15 @@ def _with_type2_present(ds: Dataset) -> Dataset:
     for keyword in missing:
         setattr(copy, keyword, "")
     return copy
+
+
+def frame_geometry(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, 3) plane positions, the first plane's (6,) orientation and (2,) PixelSpacing of one DICOM object."""
+    try:
+        planes = image_planes([ds])
+    except StackError as e:
+        raise GeometryMismatchError(str(e)) from None
+    return planes.positions, planes.orientations[0], planes.spacings[0]
 
 
 def _what(reference: Volume) -> str:
@@ -67,6 +76,10 @@ def source_planes(reference: Volume) -> SourcePlanes:
         raise ExportError(f"{what}: not DICOM (no DICOM headers in Volume.source_datasets); a DICOM-SEG must "
                           "reference the DICOM series it segments")
     nz, ny, nx = reference.shape
+    if not (_is_multiframe(datasets[0]) or all("ImagePositionPatient" in d and "ImageOrientationPatient" in d
+                                               for d in datasets)):
+        raise ExportError(f"{what}: no patient position (ImagePositionPatient / ImageOrientationPatient: a "
+                          "projection image such as CR, DX, MG or SC); a DICOM-SEG cannot place its frames")
     if (int(datasets[0].Rows), int(datasets[0].Columns)) != (ny, nx):
         raise GeometryMismatchError(f"{what}: DICOM images are {datasets[0].Rows}x{datasets[0].Columns} but the "
                                     f"volume slices are {ny}x{nx}")

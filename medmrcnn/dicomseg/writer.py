@@ -14,7 +14,7 @@ from skimage.color import rgb2lab
 from medmrcnn import __version__
 from medmrcnn.compat import highdicom_supports_labelmap, write_dicom
 from medmrcnn.dicomseg.concepts import LabelConfig, load_label_config
-from medmrcnn.dicomseg.geometry import check_same_grid
+from medmrcnn.geometry import check_same_grid
 from medmrcnn.dicomseg.segments import (
     SegmentPlan, SegmentSpec, class_segments, connected_instances, instance_segments,
 )

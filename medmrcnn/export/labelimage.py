@@ -1,4 +1,4 @@
-"""Label images for 2D inputs (microscopy, single slices): 16/32-bit TIFF or 8/16-bit PNG."""
+"""Label images for microscopy and single slices: ImageJ / OME TIFF (2D or z-stacks, µm pixel size) or PNG (2D)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ MAP_KINDS = ("class", "instance")
 
 
 def write_label_image(result: VolumeResult, path: str | Path, what: str = "instance") -> Path:
-    """Write the instance (default) or class map of a one-slice result as .tif/.tiff or .png (0 = background).
+    """Write the instance (default) or class map as .tif/.tiff (2D or a z-stack) or .png (2D); 0 = background.
 
-    TIFF keeps the map's dtype (uint8/16/32) and records the pixel size (ResolutionUnit centimetre); PNG holds
-    up to 16 bits, so more than 65535 instances need TIFF.
+    TIFF keeps the map's dtype. uint8/uint16 maps are ImageJ hyperstacks (axes ZYX / YX, unit micron, pixel size in
+    the resolution tags, z step as `spacing`), which Fiji opens calibrated; uint32 maps (more than 65535 cells),
+    which ImageJ cannot hold, are OME-TIFF with PhysicalSizeX/Y/Z in µm. PNG holds up to 16 bits and one slice.
     """
     import tifffile
     from PIL import Image
@@ -26,21 +27,31 @@ def write_label_image(result: VolumeResult, path: str | Path, what: str = "insta
     if what not in MAP_KINDS:
         raise ExportError(f"{path}: what must be one of {MAP_KINDS}; got {what!r}")
     array = (result.class_map if what == "class" else result.instance_map)
-    if array.shape[0] != 1:
-        raise ExportError(f"{path}: a label image holds one slice; this result has {array.shape[0]} "
-                          "(write NIfTI for volumes)")
-    array = array[0]
+    sz, sy, sx = (s * 1000.0 for s in result.volume.spacing)  # µm
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        _, sy, sx = result.volume.spacing
+        stack = array.shape[0] > 1
+        data = array if stack else array[0]
         with atomic_path(path) as tmp:
-            tifffile.imwrite(tmp, array, compression="zlib", resolution=(10.0 / sx, 10.0 / sy),
-                             resolutionunit="CENTIMETER", photometric="minisblack")
+            if data.dtype.itemsize <= 2:
+                metadata = {"axes": "ZYX" if stack else "YX", "unit": "um"} | ({"spacing": sz} if stack else {})
+                tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / sx, 1.0 / sy), metadata=metadata,
+                                 compression="zlib", photometric="minisblack")
+            else:
+                metadata = {"axes": "ZYX" if stack else "YX", "PhysicalSizeX": sx, "PhysicalSizeY": sy,
+                            "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
+                if stack:
+                    metadata |= {"PhysicalSizeZ": sz, "PhysicalSizeZUnit": "µm"}
+                tifffile.imwrite(tmp, data, ome=True, metadata=metadata, compression="zlib",
+                                 photometric="minisblack")
         return path
     if suffix == ".png":
+        if array.shape[0] != 1:
+            raise ExportError(f"{path}: a PNG label image holds one slice; this result has {array.shape[0]} "
+                              "(write .tif for z-stacks)")
         if array.dtype.itemsize > 2:
             raise ExportError(f"{path}: {int(array.max())} labels do not fit a 16-bit PNG; write .tif instead")
         with atomic_path(path) as tmp:
-            Image.fromarray(array.astype(np.uint16) if array.dtype.itemsize == 2 else array).save(tmp, format="PNG")
+            Image.fromarray(array[0]).save(tmp, format="PNG")
         return path
     raise ExportError(f"{path}: unsupported label image format; use .tif, .tiff or .png")

@@ -13,7 +13,8 @@ MAP_KINDS = ("class", "instance")
 def write_nifti(result: VolumeResult, path: str | Path, what: str = "class") -> Path:
     """Write the class map (uint8/uint16) or the instance map (uint16/uint32) to a .nii / .nii.gz file.
 
-    The affine is the input volume's (converted LPS -> RAS by medmrcnn.io), so viewers overlay it on the image.
+    The affine is the input volume's (converted LPS -> RAS by medmrcnn.io), so viewers overlay it on the image; a
+    gantry-tilted (sheared) grid is written on its orthogonal grid instead (see `medmrcnn.io.save_volume`).
     """
     from medmrcnn.io import save_volume
 
@@ -23,4 +24,4 @@ def write_nifti(result: VolumeResult, path: str | Path, what: str = "class") -> 
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise ExportError(f"{path}: a NIfTI output needs a .nii or .nii.gz name")
     array = result.class_map if what == "class" else result.instance_map
-    return save_volume(result.volume.with_array(array), path)
+    return save_volume(result.volume.with_array(array), path, labels=True)

@@ -38,6 +38,7 @@ INSTANCE_SCHEMA: dict[str, Any] = {
         "bbox": {"type": "array", "items": _INT, "minItems": 6, "maxItems": 6},
         "slice_range": {"type": "array", "items": _INT, "minItems": 2, "maxItems": 2},
         "longest_diameter_mm": {"type": "number", "minimum": 0},
+        "wall_thickness_mm": {"type": ["number", "null"], "minimum": 0},
     },
 }
 
@@ -97,7 +98,7 @@ CSV_COLUMNS = (
     "id", "class_id", "class_name", "score_max", "score_mean", "voxel_count", "volume_ml",
     "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
     "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
-    "slice_first", "slice_last", "longest_diameter_mm",
+    "slice_first", "slice_last", "longest_diameter_mm", "wall_thickness_mm",
 )
 
 
@@ -161,6 +162,7 @@ def csv_rows(result: VolumeResult) -> list[dict[str, Any]]:
             **{f"bbox_{a}": int(v) for a, v in zip(("z0", "y0", "x0", "z1", "y1", "x1"), r.bbox)},
             "slice_first": r.slice_range[0], "slice_last": r.slice_range[1],
             "longest_diameter_mm": round(r.longest_diameter_mm, 2),
+            "wall_thickness_mm": "" if r.wall_thickness_mm is None else round(r.wall_thickness_mm, 2),
         })
     return rows
 

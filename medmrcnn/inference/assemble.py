@@ -99,6 +99,7 @@ def assemble_result(volume: Volume, slices: Sequence[SliceInstances], labels: La
     linked = link_instances_across_slices(
         slices, metric=cfg.link_metric, threshold=cfg.link_threshold, join_branches=cfg.join_branches,
         min_voxels=cfg.min_voxels, min_volume_mm3=cfg.min_volume_mm3, voxel_volume_mm3=voxel_mm3,
+        max_gap_mm=cfg.link_gap_mm, slice_spacing_mm=volume.spacing[0],
     )
     instance_map = paint_instances(slices, linked, volume.shape)
     boxes, old_ids = remove_small_and_renumber(instance_map, len(linked), cfg.min_voxels, cfg.min_volume_mm3,
@@ -108,5 +109,7 @@ def assemble_result(volume: Volume, slices: Sequence[SliceInstances], labels: La
     kept = [linked[i - 1] for i in old_ids]
     class_ids = [inst.class_id for inst in kept]
     class_map = paint_class_map(instance_map, boxes, class_ids, len(labels.names))
-    records = measure_instances(instance_map, boxes, class_ids, [inst.scores for inst in kept], volume, labels)
+    walls = {labels.id_of(name) for name in cfg.wall_classes}
+    records = measure_instances(instance_map, boxes, class_ids, [inst.scores for inst in kept], volume, labels,
+                                walls)
     return VolumeResult(volume, instance_map, class_map, records, labels, {"predictor": cfg.to_dict()})

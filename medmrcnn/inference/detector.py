@@ -26,7 +26,8 @@ class RawDetections:
         boxes: FloatTensor[N, 4] xyxy px (exclusive x1/y1) in the grid the network saw.
         scores: FloatTensor[N].
         labels: Int64Tensor[N] class ids 1..C.
-        mask_probs: FloatTensor[N, M, M] mask probabilities covering each box edge to edge.
+        mask_probs: FloatTensor[N, M, M] mask probabilities covering each box edge to edge (M = the model's
+            mask_resolution, or larger with mask refinement: up to one cell per pixel of the largest box).
     """
 
     boxes: torch.Tensor
@@ -111,8 +112,12 @@ def merge_views(views: list[RawDetections], iou: float) -> RawDetections:
     members' masks resampled onto the merged box. Deterministic: ties keep the earlier view's detection first.
     """
     n_views = len(views)
-    fields = ("boxes", "scores", "labels", "mask_probs")
-    allv = RawDetections(*(torch.cat([getattr(v, f) for v in views]) for f in fields))
+    m = max(v.mask_probs.shape[-1] for v in views)  # refined masks of different views may differ in size
+    grids = [v.mask_probs if v.mask_probs.shape[-1] == m else
+             F.interpolate(v.mask_probs[:, None], size=(m, m), mode="bilinear", align_corners=False)[:, 0]
+             for v in views]
+    allv = RawDetections(*(torch.cat([getattr(v, f) for v in views]) for f in ("boxes", "scores", "labels")),
+                         torch.cat(grids))
     if len(allv) == 0:
         return allv
     order = torch.sort(allv.scores, descending=True, stable=True).indices

@@ -74,6 +74,27 @@ def mask_similarity(a: SliceInstances, b: SliceInstances, metric: str = "overlap
     return sim
 
 
+def _bridge_gaps(slices: Sequence[SliceInstances], distance: int, metric: str, threshold: float,
+                 offsets: np.ndarray, sets: _DisjointSets, has_next: np.ndarray, has_prev: np.ndarray) -> None:
+    """Join instances ending on slice z with instances starting on slice z + distance (optimal matching)."""
+    for z in range(len(slices) - distance):
+        a, b = slices[z], slices[z + distance]
+        ends = np.flatnonzero(~has_next[offsets[z]:offsets[z] + len(a)])
+        starts = np.flatnonzero(~has_prev[offsets[z + distance]:offsets[z + distance] + len(b)])
+        if not len(ends) or not len(starts):
+            continue
+        sim = mask_similarity(a, b, metric)[np.ix_(ends, starts)]
+        valid = sim >= threshold
+        if not valid.any():
+            continue
+        rows, cols = linear_sum_assignment(np.where(valid, sim, 0.0), maximize=True)
+        for i, j in zip(rows, cols):
+            if valid[i, j]:
+                sets.union(offsets[z] + int(ends[i]), offsets[z + distance] + int(starts[j]))
+                has_next[offsets[z] + int(ends[i])] = True
+                has_prev[offsets[z + distance] + int(starts[j])] = True
+
+
 def link_instances_across_slices(
     slices: Sequence[SliceInstances],
     *,
@@ -83,6 +104,8 @@ def link_instances_across_slices(
     min_voxels: int = 0,
     min_volume_mm3: float = 0.0,
     voxel_volume_mm3: float = 1.0,
+    max_gap_mm: float = 0.0,
+    slice_spacing_mm: float = 1.0,
 ) -> list[LinkedInstance]:
     """Join per-slice instances of adjacent slices into 3D instances.
 
@@ -98,11 +121,17 @@ def link_instances_across_slices(
         join_branches: see above.
         min_voxels, min_volume_mm3: 3D instances below either size are removed as fragments.
         voxel_volume_mm3: volume of one voxel, for min_volume_mm3.
+        max_gap_mm, slice_spacing_mm: a mask whose instance ends on slice z (nothing linked on z + 1) is matched,
+            the same way, with masks starting an instance on slice z + 1 + g, for g missed slices spanning at most
+            `max_gap_mm` (g x slice_spacing_mm): a lesion the detector missed on one slice stays one instance. The
+            missed slices are not painted.
     Returns:
         3D instances ordered by first slice, then by their first member's index on that slice.
     """
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in slices])]).astype(int)
     sets = _DisjointSets(int(offsets[-1]))
+    has_next = np.zeros(int(offsets[-1]), dtype=bool)  # linked to a mask on the following slice
+    has_prev = np.zeros(int(offsets[-1]), dtype=bool)
     for z in range(len(slices) - 1):
         a, b = slices[z], slices[z + 1]
         if not len(a) or not len(b):
@@ -117,6 +146,8 @@ def link_instances_across_slices(
         matched = [(i, j) for i, j in zip(rows, cols) if valid[i, j]]
         for i, j in matched:
             sets.union(offsets[z] + i, offsets[z + 1] + j)
+        has_next[offsets[z] + np.flatnonzero(valid.any(axis=1))] = True
+        has_prev[offsets[z + 1] + np.flatnonzero(valid.any(axis=0))] = True
         if join_branches:
             paired_a = {i for i, _ in matched}
             paired_b = {j for _, j in matched}
@@ -126,6 +157,10 @@ def link_instances_across_slices(
             for j in range(len(b)):
                 if j not in paired_b and valid[:, j].any():
                     sets.union(offsets[z + 1] + j, offsets[z] + int(np.argmax(sim[:, j])))
+
+    max_missed = int(np.floor(max_gap_mm / slice_spacing_mm + 1e-6)) if slice_spacing_mm > 0 else 0
+    for missed in range(1, max_missed + 1):
+        _bridge_gaps(slices, missed + 1, metric, threshold, offsets, sets, has_next, has_prev)
 
     groups: dict[int, list[tuple[int, int]]] = {}
     for z, s in enumerate(slices):

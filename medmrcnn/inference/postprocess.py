@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ def to_slice_instances(
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
     duplicate_overlap: float = 0.5,
+    class_thresholds: Mapping[int, tuple[float, float]] | None = None,
 ) -> SliceInstances:
     """Keep detections scoring >= `score_threshold` and paste their masks onto the original slice grid.
 
@@ -56,18 +58,24 @@ def to_slice_instances(
         image_size: (height, width) of the original slice.
         scale_xy: original pixels per network pixel along x and y (1 when the slice was not resampled).
         score_threshold, mask_threshold, duplicate_overlap: see PredictorConfig.
+        class_thresholds: class id -> (score, mask) threshold replacing the two above for that class.
     Returns:
         compact instances, highest score first; detections whose mask is empty after thresholding, and duplicates
         (`remove_duplicates`), are dropped.
     """
-    keep = torch.nonzero(det.scores >= score_threshold).flatten()
-    det = det.select(keep).to("cpu")
+    table = dict(class_thresholds or {})
+    labels_cpu = det.labels.to("cpu")
+    score_min = torch.tensor([table.get(int(c), (score_threshold, mask_threshold))[0] for c in labels_cpu],
+                             dtype=torch.float32)
+    keep = torch.nonzero(det.scores.to("cpu", torch.float32) >= score_min).flatten()
+    det = det.to("cpu").select(keep)
     order = torch.sort(det.scores, descending=True, stable=True).indices
     det = det.select(order)
     scale = torch.tensor([scale_xy[0], scale_xy[1], scale_xy[0], scale_xy[1]], dtype=torch.float32)
     boxes, scores, labels, masks = [], [], [], []
     for i in range(len(det)):
-        pasted = paste_mask(det.mask_probs[i], det.boxes[i] * scale, image_size, mask_threshold)
+        pasted = paste_mask(det.mask_probs[i], det.boxes[i] * scale, image_size,
+                            table.get(int(det.labels[i]), (score_threshold, mask_threshold))[1])
         if pasted is None:
             continue
         boxes.append(pasted[0])

@@ -1,26 +1,30 @@
 """`SliceWisePredictor`: a volume in, 3D instances out, in the volume's own geometry.
 
-    normalise (intensity preset) -> skip empty slices -> batches of 2D / 2.5D slices -> resample to the network's
+    axial layout (non-axial stacks permuted, never resampled) -> normalise (intensity preset) -> skip empty slices -> batches of 2D / 2.5D slices -> resample to the network's
     pixel size (on the device) -> Mask R-CNN (+ flips) -> compact per-slice instances on the original grid ->
-    link across slices -> instance / class maps -> per-instance measurements
+    link across slices -> instance / class maps -> per-instance measurements -> back on the input's grid
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
+from medmrcnn.errors import DataError
+from medmrcnn.geometry import Reorientation, orientation_code, reorientation_to
 from medmrcnn.inference.assemble import assemble_result
 from medmrcnn.inference.batching import auto_batch_size
-from medmrcnn.inference.config import PredictorConfig
-from medmrcnn.inference.detector import run_detector_tta
+from medmrcnn.inference.config import PredictorConfig, calibrated_config
+from medmrcnn.inference.detector import RawDetections, run_detector_tta
 from medmrcnn.inference.inputs import as_volume
 from medmrcnn.inference.postprocess import to_slice_instances
 from medmrcnn.inference.result import VolumeResult
@@ -28,11 +32,63 @@ from medmrcnn.labels import LabelMap
 from medmrcnn.modeling.builder import model_device
 from medmrcnn.modeling.config import ModelConfig
 from medmrcnn.structures import SliceInstances
-from medmrcnn.transforms import normalise_volume, resolve_intensity, slice_with_context
+from medmrcnn.transforms import check_intensity_fit, normalise_volume, resolve_intensity, slice_with_context
 from medmrcnn.transforms.resample import inplane_size, resize_slices
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
+
+
+def axial_layout(volume: Volume) -> tuple[Volume, Reorientation | None]:
+    """The volume with axial slices along its first axis, as the network was trained (non-axial stacks: sagittal or
+    coronal acquisitions, NIfTI stored LIA, PIL, ...), and the reorientation used; (volume, None) when its slices
+    already are axial or it is a single 2D image. The voxels are only permuted / flipped, never resampled."""
+    code = orientation_code(volume.affine)
+    if code[2] in "SI" or volume.shape[0] == 1:
+        return volume, None
+    try:
+        turn = reorientation_to(volume.affine, "LPS")
+    except ValueError:  # an oblique grid with no axis closest to S: its slices are the nearest to axial there are
+        return volume, None
+    array = np.ascontiguousarray(turn.apply(volume.array))
+    work = Volume(array=array, affine=turn.affine(volume.affine, volume.shape), modality=volume.modality,
+                  source=volume.source, series_uid=volume.series_uid, warnings=list(volume.warnings),
+                  metadata=dict(volume.metadata))
+    log.info("%s: %s slices segmented as axial slices (%s)", volume.source or "image", code,
+             orientation_code(work.affine))
+    return work, turn
+
+
+def back_on_input_grid(result: VolumeResult, volume: Volume, turn: Reorientation) -> VolumeResult:
+    """A result computed on `axial_layout(volume)` moved back onto `volume`'s own grid (label maps permuted back,
+    bounding boxes and slice ranges in the input's indices; centroids in mm and in-plane diameters unchanged)."""
+    instance_map = np.ascontiguousarray(turn.undo(result.instance_map))
+    class_map = np.ascontiguousarray(turn.undo(result.class_map))
+    boxes = ndimage.find_objects(instance_map)
+    records = []
+    for record in result.instances:
+        box = boxes[record.id - 1]
+        records.append(replace(record, bbox=tuple(b.start for b in box) + tuple(b.stop for b in box),
+                               slice_range=(box[0].start, box[0].stop - 1)))
+    return VolumeResult(volume, instance_map, class_map, records, result.labels, dict(result.metadata))
+
+
+# Beyond this many pixels per network slice (4096 x 4096) one slice's feature maps alone take many GB: a model pixel
+# size far below the image's (or a huge image) is a configuration error, refused before any allocation.
+MAX_NETWORK_PIXELS = 4096 * 4096
+
+
+def check_network_size(volume: Volume, net_size: tuple[int, int], model_mm: float | None) -> None:
+    """DataError when resampling a slice to the model's pixel size would give an absurd network input."""
+    if net_size[0] * net_size[1] <= MAX_NETWORK_PIXELS:
+        return
+    _, sy, sx = volume.spacing
+    raise DataError(
+        f"{volume.source or 'image'}: slices of {volume.shape[1]}x{volume.shape[2]} pixels of {sy:.4g}x{sx:.4g} mm "
+        f"would be resampled to {net_size[0]}x{net_size[1]} for the model's {model_mm} mm pixels (limit "
+        f"{MAX_NETWORK_PIXELS} pixels per slice); check the image's pixel spacing or use a model trained at a "
+        "coarser pixel size"
+    )
 
 
 class SliceWisePredictor:
@@ -42,7 +98,8 @@ class SliceWisePredictor:
         model: a torchvision Mask R-CNN as built by `medmrcnn.modeling.build_model`; it is switched to eval mode
             and stays on its device, where every batch is sent.
         model_cfg: the model's config: labels, 2.5D context, training pixel size and intensity preset.
-        cfg: predictor settings; None = PredictorConfig() defaults.
+        cfg: predictor settings; None = the defaults with the thresholds calibrated into the checkpoint, if any
+            (`calibrated_config`).
 
     >>> predictor = SliceWisePredictor.from_checkpoint("model.safetensors")  # doctest: +SKIP
     >>> result = predictor.predict(medmrcnn.io.load_volume("ct/"))  # doctest: +SKIP
@@ -51,7 +108,7 @@ class SliceWisePredictor:
     def __init__(self, model: nn.Module, model_cfg: ModelConfig, cfg: PredictorConfig | None = None) -> None:
         self.model = model.eval()
         self.model_cfg = model_cfg
-        self.cfg = cfg if cfg is not None else PredictorConfig()
+        self.cfg = cfg if cfg is not None else calibrated_config(model_cfg.extra.get("thresholds"))
         self.labels = LabelMap.from_names(model_cfg.labels)
         self.device = model_device(model)
 
@@ -76,13 +133,22 @@ class SliceWisePredictor:
             data: the image; never modified.
             progress: called with n as n more slices are done (skipped slices included), e.g. to advance a bar.
         Returns:
-            a VolumeResult on the input's voxel grid.
+            a VolumeResult on the input's voxel grid. Non-axial stacks are segmented as axial slices
+            (`axial_layout`) and the result put back on the input's grid.
         """
         volume = as_volume(data, self.cfg.image_key)
+        if self.cfg.tile_size is not None and max(volume.shape[1:]) > self.cfg.tile_size:
+            from medmrcnn.inference.tiling import predict_tiled
+
+            return predict_tiled(self, volume, tile=self.cfg.tile_size, overlap=self.cfg.tile_overlap)
         t0 = time.perf_counter()
-        slices, info = self.predict_slices(volume, progress)
+        work, turn = axial_layout(volume)
+        slices, info = self.predict_slices(work, progress)
         t1 = time.perf_counter()
-        result = self.assemble(volume, slices)
+        result = self.assemble(work, slices)
+        if turn is not None:
+            result = back_on_input_grid(result, volume, turn)
+            info["reoriented"] = f"{orientation_code(volume.affine)} -> {orientation_code(work.affine)}"
         t2 = time.perf_counter()
         result.metadata.update(info)
         result.metadata["seconds"] = {"slices": round(t1 - t0, 3), "linking": round(t2 - t1, 3),
@@ -95,40 +161,60 @@ class SliceWisePredictor:
                        ) -> tuple[list[SliceInstances], dict[str, Any]]:
         """Per-slice instances on the original grid (one SliceInstances per slice, empty where skipped), and a
         dict describing the run (intensity preset, network grid, batch size, slices run)."""
+        cfg = self.cfg
+        _, h, w = volume.shape
+        slices = [SliceInstances((h, w)) for _ in range(volume.shape[0])]
+        per_class = {self.labels.id_of(n): (cfg.class_score_thresholds.get(n, cfg.score_threshold),
+                                            cfg.class_mask_thresholds.get(n, cfg.mask_threshold))
+                     for n in {**cfg.class_score_thresholds, **cfg.class_mask_thresholds} if n in self.labels.names}
+        info: dict[str, Any] = {}
+        for z, det, scale_xy in self.detect_slices(volume, progress, info):
+            slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
+                                           cfg.duplicate_overlap, per_class)
+        return slices, info
+
+    def detect_slices(self, volume: Volume, progress: Callable[[int], None] | None = None,
+                      info: dict[str, Any] | None = None) -> Iterator[tuple[int, RawDetections, tuple[float, float]]]:
+        """The network's raw detections per slice run, as (z, detections on the network grid, original pixels per
+        network pixel along x and y), in z order; skipped slices are left out. `info` is filled with the run's
+        description (intensity preset, network grid, batch size, slices run) before the first slice."""
         cfg, mcfg = self.cfg, self.model_cfg
+        _, sy, sx = volume.spacing
+        net_size = inplane_size(volume.shape[1:], (sy, sx), mcfg.pixel_spacing_mm)
+        check_network_size(volume, net_size, mcfg.pixel_spacing_mm)
+        fit_warnings = check_intensity_fit(cfg.intensity or mcfg.intensity, volume, explicit=cfg.intensity is not None)
+        for w in fit_warnings:
+            log.warning("%s: %s", volume.source or "image", w)
         preset = resolve_intensity(cfg.intensity or mcfg.intensity, volume.modality)
         image = normalise_volume(volume, preset)  # float32 (z, y, x) in [0, 1]: the only full-size copy made
         nz, h, w = image.shape
         todo = np.arange(nz)
         if cfg.skip_empty_slices:
             todo = np.flatnonzero(image.reshape(nz, -1).max(axis=1) > cfg.empty_slice_max)
-        _, sy, sx = volume.spacing
-        net_size = inplane_size((h, w), (sy, sx), mcfg.pixel_spacing_mm)
         scale_xy = (w / net_size[1], h / net_size[0])
         amp = cfg.amp and self.device.type == "cuda"
         batch_size = cfg.batch_size or auto_batch_size(self.device, net_size, mcfg, amp)
         k = mcfg.context_slices
-        slices = [SliceInstances((h, w)) for _ in range(nz)]
+        if info is not None:
+            info.update({
+                "intensity": preset, "intensity_warnings": fit_warnings, "network_size_yx": list(net_size),
+                "batch_size": batch_size, "device": str(self.device), "amp": amp, "slices_total": nz,
+                "slices_run": int(len(todo)),
+            })
         if progress is not None and nz > len(todo):
             progress(nz - len(todo))
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
-            for start in range(0, len(todo), batch_size):
-                zs = todo[start:start + batch_size]
+        for start in range(0, len(todo), batch_size):
+            zs = todo[start:start + batch_size]
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
                 batch = torch.from_numpy(np.stack([slice_with_context(image, int(z), k) for z in zs]))
                 if self.device.type == "cuda":
                     batch = batch.pin_memory()
                 batch = resize_slices(batch.to(self.device, non_blocking=True), net_size)
                 detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou)
-                for z, det in zip(zs, detections):
-                    slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
-                                                   cfg.duplicate_overlap)
-                if progress is not None:
-                    progress(len(zs))
-        info = {
-            "intensity": preset, "network_size_yx": list(net_size), "batch_size": batch_size,
-            "device": str(self.device), "amp": amp, "slices_total": nz, "slices_run": int(len(todo)),
-        }
-        return slices, info
+            for z, det in zip(zs, detections):
+                yield int(z), det, scale_xy
+            if progress is not None:
+                progress(len(zs))
 
     def assemble(self, volume: Volume, slices: list[SliceInstances]) -> VolumeResult:
         """Link per-slice instances into 3D instances and build the label maps and measurements."""

@@ -26,6 +26,8 @@ class InstanceRecord:
         slice_range: (first, last) slice index, both inclusive.
         longest_diameter_mm: the longest in-plane (axial) diameter over its slices, measured between pixel
             edges (as a caliper would), in millimetres.
+        wall_thickness_mm: for classes the predictor was told are walls (PredictorConfig.wall_classes), the
+            median in-plane wall thickness in millimetres (measure.wall_thickness_mm); None otherwise.
     """
 
     id: int
@@ -39,6 +41,7 @@ class InstanceRecord:
     bbox: tuple[int, int, int, int, int, int]
     slice_range: tuple[int, int]
     longest_diameter_mm: float
+    wall_thickness_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples as lists)."""

@@ -17,6 +17,7 @@ from pydicom.filereader import read_dataset
 
 from medmrcnn.compat import decode_pixels
 from medmrcnn.errors import VolumeLoadError
+from medmrcnn.geometry import image_planes, regular_grid, spacing_zyx
 from medmrcnn.io.colour import rgb_to_single
 from medmrcnn.io.dicom_scan import DicomFile, DicomPlan, io_workers
 from medmrcnn.io.series import DICOM_MULTIFRAME, SeriesInfo, one_line
@@ -130,6 +131,13 @@ def _fix_unused_bits(stored: np.ndarray, fmt: PixelFormat) -> None:
         np.bitwise_and(stored, (1 << fmt.bits_stored) - 1, out=stored)
 
 
+def invert_monochrome1(stored: np.ndarray, fmt: PixelFormat) -> None:
+    """Invert MONOCHROME1 stored values in place (v -> lo + hi - v over the BitsStored range), so that, as in
+    MONOCHROME2, higher values are brighter (more attenuation on CR / DX / MG) before rescale and the model."""
+    lo, hi = fmt.stored_range
+    np.subtract(stored.dtype.type(lo + hi), stored, out=stored)
+
+
 def rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, fmt: PixelFormat) -> np.ndarray:
     """Apply per-slice RescaleSlope/Intercept to (z, y, x) stored values.
 
@@ -197,6 +205,11 @@ def read_dicom_volume(info: SeriesInfo, rgb: str = "luma") -> Volume:
         stored = frames if np.array_equal(plan.frames, np.arange(nz)) else frames[plan.frames]
     _fix_unused_bits(stored, fmt)
     metadata = {"kind": info.kind, "photometric_interpretation": fmt.photometric}
+    inverted = fmt.photometric == "MONOCHROME1" and fmt.samples == 1
+    if inverted:
+        invert_monochrome1(stored, fmt)
+        metadata["photometric_interpretation"] = "MONOCHROME2"
+        metadata["inverted_from"] = "MONOCHROME1"
     if fmt.samples == 3:
         array = rgb_to_single(stored, rgb)
         metadata["rgb_conversion"] = rgb
@@ -209,10 +222,21 @@ def read_dicom_volume(info: SeriesInfo, rgb: str = "luma") -> Volume:
             "FrameOfReferenceUID", "")), "transfer_syntax": str(first.transfer_syntax),
         "paths": [str(f.path) for f in plan.files],
     })
+    if info.subseries:
+        metadata["subseries"] = info.subseries
     if info.kind == DICOM_MULTIFRAME:
         metadata["frame_numbers"] = [int(i) + 1 for i in plan.frames]  # 1-based, for referencing frames in SEG
-    warnings = list(info.warnings) + ([f"irregular slice spacing, mean spacing used: {info.irregular}"]
-                                      if info.irregular else [])
+    warnings = list(info.warnings)
+    if info.irregular:
+        planes = image_planes([f.header for f in plan.files])
+        positions = planes.positions if plan.frames is None else planes.positions[plan.frames]
+        metadata["slice_positions"] = positions.tolist()
+        grid, _, off = regular_grid(info.affine, positions)
+        warnings.append(f"irregular slice spacing ({info.irregular}): the acquired slices are segmented as they are; "
+                        f"image outputs place them at their true positions on a regular {spacing_zyx(grid)[0]:.4g} mm "
+                        f"grid{f' (up to {off:.3g} mm off)' if off > 1e-3 else ''}, empty where slices are missing")
+    if inverted:
+        warnings.append("MONOCHROME1 (low values displayed white) inverted to MONOCHROME2 conventions")
     return Volume(
         array=array, affine=info.affine.copy(), modality=info.modality, source=str(info.source),
         series_uid=info.series_uid, source_datasets=[f.header for f in plan.files], warnings=warnings,

@@ -22,9 +22,11 @@ from pydicom.uid import UID
 
 from medmrcnn.compat import decoder_available
 from medmrcnn.errors import VolumeLoadError
-from medmrcnn.io.dicom_geometry import StackError, stack_geometry
+from medmrcnn.geometry import (
+    StackError, functional_value, image_planes, orientation_code, spacing_zyx, stack_geometry,
+)
 from medmrcnn.io.series import (
-    DICOM_MULTIFRAME, DICOM_NON_IMAGE, DICOM_SERIES, SeriesInfo, check_dimensions, one_line, orientation_code,
+    DICOM_MULTIFRAME, DICOM_NON_IMAGE, DICOM_SERIES, SeriesInfo, check_dimensions, one_line,
 )
 
 log = logging.getLogger(__name__)
@@ -243,17 +245,6 @@ def _pixel_problem(info: SeriesInfo, files: list[DicomFile], frames: int) -> str
     return None
 
 
-def _floats(value, n: int, what: str) -> list[float]:
-    """`n` finite numbers from a multi-valued attribute; StackError naming the attribute when malformed."""
-    try:
-        numbers = [float(v) for v in value]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) != n or not all(np.isfinite(numbers)):
-        raise StackError(f"invalid {what} {str(value)[:80]} (expected {n} numbers)")
-    return numbers
-
-
 def _classic_series(files: list[DicomFile]) -> SeriesInfo:
     """A series of single-frame files: consistent sizes, ordered in space."""
     info = _base_info(DICOM_SERIES, files)
@@ -266,30 +257,23 @@ def _classic_series(files: list[DicomFile]) -> SeriesInfo:
         return info
     rows, cols = next(iter(sizes))
     have_geometry = ["ImagePositionPatient" in f.header and "ImageOrientationPatient" in f.header for f in files]
-    if not all(have_geometry):
-        if len(files) > 1 or any(have_geometry):
-            info.error = (f"cannot order {len(files)} images in space: ImagePositionPatient/ImageOrientationPatient "
-                          f"missing in {have_geometry.count(False)} of them")
-            return info
-        info.warnings.append("no patient geometry (ImagePositionPatient missing): identity orientation, origin 0")
-    if not (files[0].header.get("PixelSpacing") or files[0].header.get("ImagerPixelSpacing")):
-        info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
     ds0 = files[0].header
     thickness = _number(ds0, "SpacingBetweenSlices", 0.0) or _number(ds0, "SliceThickness", 0.0) or None
     try:
-        spacings = []
-        for f in files:
-            ps = f.header.get("PixelSpacing") or f.header.get("ImagerPixelSpacing")
-            spacings.append(_floats(ps, 2, "PixelSpacing") if ps else [1.0, 1.0])
-        if all(have_geometry):
-            positions = [_floats(f.header.ImagePositionPatient, 3, "ImagePositionPatient") for f in files]
-            orientations = [_floats(f.header.ImageOrientationPatient, 6, "ImageOrientationPatient") for f in files]
+        if not any(have_geometry) and len(files) == 1:  # a projection image (DX, MG, SC, ...)
+            info.warnings.append("no patient geometry (ImagePositionPatient missing): identity orientation, origin "
+                                 "0")
+            ps = ds0.get("PixelSpacing") or ds0.get("ImagerPixelSpacing")
+            spacing = [float(v) for v in ps] if ps else [1.0, 1.0]
+            geo = stack_geometry(np.zeros((1, 3)), np.array([[1.0, 0, 0, 0, 1.0, 0]]), np.array([spacing]), thickness)
         else:
-            positions, orientations = [[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
-        geo = stack_geometry(np.array(positions), np.array(orientations), np.array(spacings), thickness)
+            planes = image_planes([f.header for f in files])
+            geo = stack_geometry(planes.positions, planes.orientations, planes.spacings, thickness)
     except (StackError, ValueError) as e:
         info.error = str(e)
         return info
+    if not (ds0.get("PixelSpacing") or ds0.get("ImagerPixelSpacing")):
+        info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
     ordered = [files[i] for i in geo.order]
     info.paths = [f.path for f in ordered]
     info.shape = (len(files), rows, cols)
@@ -302,16 +286,6 @@ def _classic_series(files: list[DicomFile]) -> SeriesInfo:
     return info
 
 
-def _functional(ds: Dataset, frame: Dataset | None, sequence: str, keyword: str):
-    """Value of `keyword` in functional group `sequence`, per-frame first, then shared; None when absent."""
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    for group in (frame, shared[0] if shared else None):
-        items = group.get(sequence) if group is not None else None
-        if items and keyword in items[0]:
-            return items[0].get(keyword)
-    return None
-
-
 def _multiframe(f: DicomFile) -> SeriesInfo:
     """One enhanced (or legacy-converted) multi-frame object: frames ordered by their Plane Position."""
     info = _base_info(DICOM_MULTIFRAME, [f])
@@ -322,35 +296,23 @@ def _multiframe(f: DicomFile) -> SeriesInfo:
         info.error = (f"multi-frame image with {n} frames but no per-frame functional groups (no per-frame "
                       "geometry: cine or stripped enhanced object); cannot place frames in space")
         return info
-    positions, orientations, spacings, slopes, intercepts = [], [], [], [], []
+    slopes, intercepts = [], []
     for fg in per_frame:
-        ipp = _functional(ds, fg, "PlanePositionSequence", "ImagePositionPatient")
-        iop = _functional(ds, fg, "PlaneOrientationSequence", "ImageOrientationPatient")
-        ps = _functional(ds, fg, "PixelMeasuresSequence", "PixelSpacing")
-        if ipp is None or iop is None:
-            info.error = "multi-frame image without Plane Position/Orientation functional groups"
-            return info
-        try:
-            positions.append(_floats(ipp, 3, "ImagePositionPatient"))
-            orientations.append(_floats(iop, 6, "ImageOrientationPatient"))
-            spacings.append(_floats(ps, 2, "PixelSpacing") if ps else [1.0, 1.0])
-        except StackError as e:
-            info.error = str(e)
-            return info
-        slope = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleSlope")
-        intercept = _functional(ds, fg, "PixelValueTransformationSequence", "RescaleIntercept")
+        slope = functional_value(ds, fg, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = functional_value(ds, fg, "PixelValueTransformationSequence", "RescaleIntercept")
         slopes.append(float(slope) if slope not in (None, "") else _number(ds, "RescaleSlope", 1.0))
         intercepts.append(float(intercept) if intercept not in (None, "") else _number(ds, "RescaleIntercept", 0.0))
-    if _functional(ds, per_frame[0], "PixelMeasuresSequence", "PixelSpacing") is None:
-        info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
-    thickness = (_functional(ds, per_frame[0], "PixelMeasuresSequence", "SpacingBetweenSlices")
-                 or _functional(ds, per_frame[0], "PixelMeasuresSequence", "SliceThickness"))
+    thickness = (functional_value(ds, per_frame[0], "PixelMeasuresSequence", "SpacingBetweenSlices")
+                 or functional_value(ds, per_frame[0], "PixelMeasuresSequence", "SliceThickness"))
     try:
-        geo = stack_geometry(np.array(positions), np.array(orientations), np.array(spacings),
+        planes = image_planes([ds])
+        geo = stack_geometry(planes.positions, planes.orientations, planes.spacings,
                              float(thickness) if thickness not in (None, "") else None)
     except (StackError, ValueError) as e:
         info.error = str(e)
         return info
+    if not planes.has_spacing:
+        info.warnings.append("no PixelSpacing: 1 mm pixels assumed")
     info.shape = (n, int(ds.Rows), int(ds.Columns))
     info.affine, info.irregular = geo.affine, geo.irregular
     info.warnings += geo.warnings
@@ -372,6 +334,58 @@ def _guarded(build, kind: str, files: list[DicomFile]) -> SeriesInfo:
         info = _base_info(kind, files)
         info.error = f"invalid header values ({one_line(e)})"
         return info
+
+
+# Attributes that tell apart several stacks sharing one SeriesInstanceUID, tried in this order (as dcm2niix does):
+# the image plane (orientation and size: localizers, multi-plane scouts), echoes, temporal positions / phases,
+# acquisitions, image types. Only what is needed is used, and only when the images cannot form one stack.
+_STACK_KEYS = (
+    ("plane", lambda ds: (tuple(np.round(np.asarray(ds.get("ImageOrientationPatient") or [0] * 6, dtype=float), 3)),
+                          int(ds.Rows), int(ds.Columns))),
+    ("echo", lambda ds: str(ds.get("EchoNumbers", "")).strip()),
+    ("temporal position", lambda ds: str(ds.get("TemporalPositionIdentifier", "")).strip()),
+    ("trigger time", lambda ds: str(ds.get("TriggerTime", "")).strip()),
+    ("acquisition", lambda ds: str(ds.get("AcquisitionNumber", "")).strip()),
+    ("image type", lambda ds: "\\".join(ds.get("ImageType", []) or [])),
+)
+_SEVERAL_STACKS = ("mixed orientations", "duplicate slice positions", "mixed image sizes")
+
+
+def split_stacks(files: list[DicomFile]) -> list[SeriesInfo]:
+    """The single-frame images of one SeriesInstanceUID as one stack or, when they cannot form one (several
+    orientations, sizes, or images at the same positions), as sub-series told apart by `_STACK_KEYS`; each
+    sub-series is labelled in `SeriesInfo.subseries` (e.g. "echo 2", "plane 1/3")."""
+    whole = _guarded(_classic_series, DICOM_SERIES, files)
+    if not (whole.error or "").startswith(_SEVERAL_STACKS):
+        return [whole]
+    used: list[tuple[str, object]] = []
+    for name, key in _STACK_KEYS:
+        try:
+            values = [key(f.header) for f in files]
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if len(set(values)) < 2:
+            continue
+        used.append((name, values))
+        groups: dict[tuple, list[DicomFile]] = defaultdict(list)
+        for i, f in enumerate(files):
+            groups[tuple(v[i] for _, v in used)].append(f)
+        parts = [_guarded(_classic_series, DICOM_SERIES, g) for g in groups.values()]
+        if any((p.error or "").startswith(_SEVERAL_STACKS) for p in parts):
+            continue
+        for part, combination in zip(parts, groups, strict=True):
+            part.subseries = ", ".join(_sub_label(n, v, vs) for (n, vs), v in zip(used, combination, strict=True))
+        log.info("%s: %d stacks in one series, split by %s", whole.source, len(parts), ", ".join(n for n, _ in used))
+        return parts
+    return [whole]
+
+
+def _sub_label(name: str, value: object, values: list) -> str:
+    """'echo 2', or 'plane 1/3' for values without a readable number."""
+    if name == "plane":
+        distinct = sorted(set(values), key=values.index)
+        return f"plane {distinct.index(value) + 1}/{len(distinct)}"
+    return f"{name} {value or '(none)'}"
 
 
 def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
@@ -397,12 +411,11 @@ def group_series(files: list[DicomFile]) -> list[SeriesInfo]:
             infos.append(info)
         infos += [_guarded(_multiframe, DICOM_MULTIFRAME, [f]) for f in images]
         if singles:
-            infos.append(_guarded(_classic_series, DICOM_SERIES, singles))
+            infos += split_stacks(singles)
     for info in infos:
         if info.affine is not None:
             info.orientation = orientation_code(info.affine)
-            sx, sy, sz = np.linalg.norm(info.affine[:3, :3], axis=0)
-            info.spacing = (float(sz), float(sy), float(sx))
+            info.spacing = spacing_zyx(info.affine)
     for info in infos:
         if info.kind == DICOM_NON_IMAGE:
             log.info("%s: %s", info.source, info.warnings[0])

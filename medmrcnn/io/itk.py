@@ -16,7 +16,8 @@ import SimpleITK as sitk
 
 from medmrcnn.errors import ExportError, VolumeLoadError
 from medmrcnn.io.colour import rgb_to_single
-from medmrcnn.io.series import ITK, SeriesInfo, check_dimensions, check_spacing, orientation_code
+from medmrcnn.geometry import orientation_code, spacing_zyx
+from medmrcnn.io.series import ITK, SeriesInfo, check_dimensions, check_spacing
 from medmrcnn.volume import Volume
 
 SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -73,8 +74,7 @@ def scan_itk(path: Path) -> SeriesInfo:
     info.shape = (int(size[2]) if dim >= 3 else 1, int(size[1]), int(size[0]))
     info.affine = _affine(dim, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     info.orientation = orientation_code(info.affine)
-    sx, sy, sz = np.linalg.norm(info.affine[:3, :3], axis=0)
-    info.spacing = (float(sz), float(sy), float(sx))
+    info.spacing = spacing_zyx(info.affine)
     try:
         check_dimensions(path, info.shape)
         check_spacing(path, info.spacing)

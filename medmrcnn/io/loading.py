@@ -10,7 +10,10 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from medmrcnn.errors import ExportError, VolumeLoadError
+from medmrcnn.geometry import is_sheared, resample_to_orthogonal, resample_to_regular
 from medmrcnn.io import itk, nifti, raster
 from medmrcnn.io.colour import RGB_MODES
 from medmrcnn.io.dicom_scan import group_series, read_headers
@@ -120,8 +123,11 @@ def select_series(path: str | Path, infos: list[SeriesInfo], series: str | int |
 
 
 def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: bool = False,
-                rgb: str = "luma") -> Volume:
-    """Decode one scanned series into a Volume (raises VolumeLoadError with the reason it cannot be loaded)."""
+                rgb: str = "luma", channel: int | None = None) -> Volume:
+    """Decode one scanned series into a Volume (raises VolumeLoadError with the reason it cannot be loaded).
+
+    `channel` picks the channel of a multi-channel PNG / TIFF (see medmrcnn.io.raster); other kinds ignore it.
+    """
     if rgb not in RGB_MODES:
         raise ValueError(f"rgb must be one of {RGB_MODES}; got {rgb!r}")
     if not info.is_image:
@@ -130,7 +136,7 @@ def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: boo
         raise VolumeLoadError(info.source, info.error)
     if info.irregular and not allow_irregular:
         raise VolumeLoadError(info.source, f"{info.irregular}; load with allow_irregular=True (CLI: "
-                                           "--allow-irregular) to accept it with the mean slice spacing")
+                                           "--allow-irregular) to accept it (outputs keep each slice's position)")
     if info.n_volumes > 1:
         if frame is None:
             raise VolumeLoadError(info.source, f"{info.n_volumes} volumes in one file (4D / multi-plane); choose one "
@@ -148,12 +154,33 @@ def read_series(info: SeriesInfo, frame: int | None = None, allow_irregular: boo
     elif info.kind == ITK:
         volume = itk.load_itk(info, frame=frame, rgb=rgb)
     elif info.kind == RASTER:
-        volume = raster.load_raster(info, frame=frame, rgb=rgb)
+        volume = raster.load_raster(info, frame=frame, rgb=rgb, channel=channel)
     else:
         raise VolumeLoadError(info.source, f"unknown series kind {info.kind!r}")
+    replace_non_finite(volume)
     for w in volume.warnings:
         log.warning("%s: %s", info.source, w)
     return volume
+
+
+def replace_non_finite(volume: Volume) -> None:
+    """Replace NaN / +-inf voxels (common after registration or resampling) by the smallest finite value, in place,
+    with a warning saying how many; VolumeLoadError when no voxel is finite. Integer volumes are left alone."""
+    array = volume.array
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    count = int(bad.sum())
+    if not count:
+        return
+    if count == array.size:
+        raise VolumeLoadError(volume.source, "no finite voxel value (all NaN / inf)")
+    fill = float(array[~bad].min())
+    if not array.flags.writeable:
+        volume.array = array = array.copy()
+    array[bad] = fill
+    volume.warnings.append(f"{count} NaN / inf voxels ({100 * count / array.size:.2g}%) replaced by the smallest "
+                           f"finite value {fill:.6g}")
 
 
 def load_volume(
@@ -163,6 +190,7 @@ def load_volume(
     frame: int | None = None,
     allow_irregular: bool = False,
     rgb: str = "luma",
+    channel: int | None = None,
 ) -> Volume:
     """Load one image volume on the data contract (array (z, y, x), LPS affine, CT in HU).
 
@@ -172,13 +200,16 @@ def load_volume(
             of digits counts as an index) or SeriesInstanceUID. Without it, several series raise an error that
             lists them.
         frame: which 3D volume of a 4D file (or plane of a multi-plane TIFF); 4D data is never squashed.
-        allow_irregular: accept DICOM stacks with missing slices / non-uniform spacing (mean spacing, warning).
+        allow_irregular: accept DICOM stacks with missing slices / non-uniform spacing (warning; the volume holds the
+            acquired slices with a mean step, `metadata["slice_positions"]` their true positions, used by `save_volume`).
         rgb: how RGB becomes one channel: "luma" (BT.601), "r", "g" or "b".
+        channel: which channel of a multi-channel microscopy image (TIFF C axis, or an RGB sample) is segmented.
     Returns:
         Volume; for DICOM `source_datasets` holds the headers (no pixel data) in slice order.
     """
     infos = scan(path)
-    return read_series(select_series(path, infos, series), frame=frame, allow_irregular=allow_irregular, rgb=rgb)
+    return read_series(select_series(path, infos, series), frame=frame, allow_irregular=allow_irregular, rgb=rgb,
+                       channel=channel)
 
 
 def load_volumes(
@@ -203,14 +234,30 @@ def load_volumes(
     return volumes
 
 
-def save_volume(volume: Volume, path: str | Path, compress: bool = False) -> Path:
+def save_volume(volume: Volume, path: str | Path, *, labels: bool | None = None, compress: bool = False) -> Path:
     """Write `volume` by suffix: .nii / .nii.gz (NIfTI-1, RAS), .nrrd / .nhdr, .mha / .mhd; atomic, dtype kept.
 
-    Geometry follows docs/data-contract.md; a sheared affine (gantry tilt) is kept exactly (NIfTI sform without
-    qform; NRRD/MHA store the non-orthogonal direction matrix). `compress` gzips NRRD / MetaImage voxel data
-    (NIfTI is compressed by its name, .nii.gz).
+    Geometry follows docs/data-contract.md. Slices of an irregular stack (`metadata["slice_positions"]`, set when
+    loaded with allow_irregular) are first placed at their true positions on a regular grid
+    (`medmrcnn.geometry.resample_to_regular`, missing slices empty). A sheared grid (gantry tilt), which ITK-based
+    readers (SimpleITK, Slicer, ITK-SNAP) refuse, is then resampled onto the orthogonal grid of
+    `medmrcnn.geometry.orthogonal_grid`: each slice stays in its plane, shifted within it, so every voxel keeps its
+    physical position. `labels` (default: integer or bool dtype) moves voxels by nearest neighbour (no new values),
+    otherwise linearly. `compress` gzips NRRD / MetaImage voxel data (NIfTI is compressed by its name, .nii.gz).
     """
     path = Path(path)
+    is_labels = volume.array.dtype.kind in "biu" if labels is None else labels
+    positions = volume.metadata.get("slice_positions")
+    if positions is not None and len(positions) == volume.shape[0]:  # an irregular stack: true slice positions
+        fill = 0 if is_labels or volume.array.size == 0 else volume.array.min()
+        array, affine = resample_to_regular(volume.array, volume.affine, np.asarray(positions), fill=fill)
+        metadata = {k: v for k, v in volume.metadata.items() if k != "slice_positions"}
+        volume = Volume(array=array, affine=affine, modality=volume.modality, source=volume.source,
+                        series_uid=volume.series_uid, metadata=metadata)
+    if is_sheared(volume.affine):
+        array, affine = resample_to_orthogonal(volume.array, volume.affine, labels=is_labels)
+        volume = Volume(array=array, affine=affine, modality=volume.modality, source=volume.source,
+                        series_uid=volume.series_uid, metadata=dict(volume.metadata))
     if nifti.is_nifti(path):
         return nifti.save_nifti(volume, path)
     if itk.is_itk(path):

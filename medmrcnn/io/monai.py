@@ -19,11 +19,11 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import MetaKeys, SpaceKeys
 
+from medmrcnn.geometry import RAS_TO_LPS
 from medmrcnn.errors import DataError
 from medmrcnn.io.loading import load_volume
 from medmrcnn.volume import Volume
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 
 
 def volume_to_metatensor(volume: Volume) -> MetaTensor:

@@ -17,10 +17,10 @@ from nibabel.fileholders import FileHolder
 from medmrcnn.errors import VolumeLoadError
 from medmrcnn.fileio import atomic_path
 from medmrcnn.io.colour import rgb_to_single
-from medmrcnn.io.series import NIFTI, SeriesInfo, check_dimensions, check_spacing, one_line, orientation_code
+from medmrcnn.geometry import RAS_TO_LPS, orientation_code, spacing_zyx
+from medmrcnn.io.series import NIFTI, SeriesInfo, check_dimensions, check_spacing, one_line
 from medmrcnn.volume import Volume
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: also LPS -> RAS
 _UNITS_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
 SUFFIXES = (".nii", ".nii.gz")
 
@@ -65,8 +65,7 @@ def scan_nifti(path: Path) -> SeriesInfo:
     info.shape = (spatial[2], spatial[1], spatial[0])
     info.affine = lps_affine_of(img)
     info.orientation = orientation_code(info.affine)
-    sx, sy, sz = np.linalg.norm(info.affine[:3, :3], axis=0)
-    info.spacing = (float(sz), float(sy), float(sx))
+    info.spacing = spacing_zyx(info.affine)
     try:
         check_dimensions(path, info.shape)
         check_spacing(path, info.spacing)
@@ -105,18 +104,15 @@ def load_nifti(info: SeriesInfo, frame: int | None = None, rgb: str = "luma") ->
 
 
 def save_nifti(volume: Volume, path: Path) -> Path:
-    """Write a NIfTI-1 file (gzip for .nii.gz), dtype kept (bool -> uint8), sform (and qform when orthogonal)."""
+    """Write a NIfTI-1 file (gzip for .nii.gz), dtype kept (bool -> uint8), sform and qform (orthogonal grids;
+    `medmrcnn.io.save_volume` resamples sheared ones first)."""
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
     affine = RAS_TO_LPS @ volume.affine
     img = nib.Nifti1Image(array.transpose(2, 1, 0), affine)
     img.header.set_data_dtype(array.dtype)
     img.header.set_xyzt_units("mm")
     img.set_sform(affine, code="scanner")
-    cols = volume.direction
-    if np.allclose(cols.T @ cols, np.eye(3), atol=1e-6):
-        img.set_qform(affine, code="scanner")
-    else:  # a qform cannot hold a shear (gantry tilt): leave it unset so readers use the exact sform
-        img.set_qform(None, code="unknown")
+    img.set_qform(affine, code="scanner")
     with atomic_path(path) as tmp:
         with gzip.GzipFile(tmp, "wb", compresslevel=1, mtime=0) if path.name.lower().endswith(".gz") else open(
                 tmp, "wb") as fobj:

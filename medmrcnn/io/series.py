@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ class SeriesInfo:
         affine: the data-contract affine `load_volume` would give (LPS mm), None when unknown.
         number: SeriesNumber for DICOM (None otherwise); used to order the listing.
         n_volumes: 3D volumes in the file (4D NIfTI/NRRD, multi-page TIFF); more than one needs `frame=`.
+        subseries: which stack of a SeriesInstanceUID holding several ("echo 2", "plane 1/3", ...); "" when the
+            series is one stack.
     """
 
     kind: str
@@ -58,6 +61,7 @@ class SeriesInfo:
     affine: np.ndarray | None = None
     number: int | None = None
     n_volumes: int = 1
+    subseries: str = ""
     plan: Any = field(default=None, repr=False, compare=False)  # reader-specific loading plan (headers, order)
 
     @property
@@ -67,9 +71,11 @@ class SeriesInfo:
 
     @property
     def source(self) -> Path:
-        """A path naming the series in messages: its folder for multi-file DICOM series, else its file."""
+        """A path naming the series in messages: its folder for multi-file DICOM series (the folder holding all of
+        them when they lie in sibling folders), else its file."""
         if self.kind == DICOM_SERIES and len(self.paths) > 1:
-            return self.paths[0].parent
+            parents = {p.parent for p in self.paths}
+            return self.paths[0].parent if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in parents]))
         return self.paths[0]
 
     def summary(self) -> str:
@@ -77,7 +83,8 @@ class SeriesInfo:
         shape = "x".join(str(s) for s in self.shape) if self.shape else "?"
         name = self.series_uid or self.paths[0].name
         desc = f" '{self.description}'" if self.description and self.description != self.paths[0].name else ""
-        return f"{self.modality} {shape} ({self.n_files} file{'s' if self.n_files != 1 else ''}) {name}{desc}"
+        sub = f" [{self.subseries}]" if self.subseries else ""
+        return f"{self.modality} {shape} ({self.n_files} file{'s' if self.n_files != 1 else ''}) {name}{sub}{desc}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (paths as strings, affine as nested lists)."""
@@ -85,7 +92,7 @@ class SeriesInfo:
             "kind": self.kind, "series_uid": self.series_uid, "modality": self.modality,
             "shape": list(self.shape) if self.shape else None, "spacing": list(self.spacing) if self.spacing else None,
             "orientation": self.orientation, "description": self.description, "n_files": self.n_files,
-            "series_number": self.number, "n_volumes": self.n_volumes, "warnings": list(self.warnings),
+            "series_number": self.number, "subseries": self.subseries, "n_volumes": self.n_volumes, "warnings": list(self.warnings),
             "error": self.error, "irregular": self.irregular,
             "affine": self.affine.tolist() if self.affine is not None else None, "paths": [str(p) for p in self.paths],
         }
@@ -95,17 +102,6 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     """`Type: message` of an exception from a third-party reader, on one line and at most `limit` characters."""
     text = " ".join(f"{type(error).__name__}: {error}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def orientation_code(affine: np.ndarray) -> str:
-    """Axis codes (x, y, z) in LPS "to" convention: the patient direction each index axis points to most."""
-    pos, neg = "LPS", "RAI"
-    codes = []
-    for c in range(3):
-        v = affine[:3, c]
-        a = int(np.argmax(np.abs(v)))
-        codes.append(pos[a] if v[a] > 0 else neg[a])
-    return "".join(codes)
 
 
 def check_dimensions(path: str | Path, shape: tuple[int, ...]) -> None:

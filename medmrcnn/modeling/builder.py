@@ -17,6 +17,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from medmrcnn.modeling.config import ModelConfig
+from medmrcnn.modeling.point_head import BackboneWithImage, PointHead, PointRendRoIHeads, PyramidRPN
 
 _STAGE_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}
 
@@ -64,7 +65,9 @@ def build_backbone(cfg: ModelConfig) -> BackboneWithFPN:
     base = _STAGE_CHANNELS[cfg.backbone]
     return_layers = {f"layer{k}": str(i) for i, k in enumerate(cfg.returned_layers)}
     in_channels_list = [base * 2 ** (k - 1) for k in cfg.returned_layers]
-    return BackboneWithFPN(body, return_layers, in_channels_list, cfg.fpn_channels)
+    # The point head also samples the slice itself; the pyramid (and every weight name) is the same.
+    cls = BackboneWithImage if cfg.mask_refinement == "pointrend" else BackboneWithFPN
+    return cls(body, return_layers, in_channels_list, cfg.fpn_channels)
 
 
 def build_model(cfg: ModelConfig) -> MaskRCNN:
@@ -101,7 +104,25 @@ def build_model(cfg: ModelConfig) -> MaskRCNN:
         mask_predictor=MaskRCNNPredictor(cfg.mask_head_channels[-1], cfg.mask_head_channels[-1], len(cfg.labels) + 1),
     )
     model.transform = SliceTransform(cfg)
+    if cfg.mask_refinement == "pointrend":
+        _add_point_head(model, cfg)
     return model
+
+
+def _add_point_head(model: MaskRCNN, cfg: ModelConfig) -> None:
+    """Swap in the point-refining RoI heads and an RPN that skips the "image" feature entry."""
+    rpn = model.rpn
+    model.rpn = PyramidRPN(
+        rpn.anchor_generator, rpn.head, rpn.proposal_matcher.high_threshold, rpn.proposal_matcher.low_threshold,
+        rpn.fg_bg_sampler.batch_size_per_image, rpn.fg_bg_sampler.positive_fraction,
+        dict(rpn._pre_nms_top_n), dict(rpn._post_nms_top_n), rpn.nms_thresh, rpn.score_thresh,
+    )
+    head = PointHead(cfg.fpn_channels + cfg.in_channels, len(cfg.labels) + 1, cfg.point_head_channels,
+                     cfg.point_head_layers)
+    model.roi_heads = PointRendRoIHeads.from_heads(
+        model.roi_heads, point_head=head, fine_level="0", train_points=cfg.point_train_points,
+        subdivision_points=cfg.point_subdivision_points, max_resolution=cfg.mask_max_resolution,
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 NORMS = ("batch", "frozen_batch", "group")
+MASK_REFINEMENTS = ("none", "pointrend")
 
 
 def default_anchor_sizes(num_levels: int) -> tuple[tuple[int, ...], ...]:
@@ -36,6 +37,14 @@ class ModelConfig:
         box_representation_size: width of the two-layer box head.
         mask_head_channels: conv widths of the mask head.
         mask_resolution: side in pixels of predicted masks (RoIAlign output is half of it).
+        mask_refinement: "none" (masks are the mask_resolution grid stretched over each box) or "pointrend"
+            (a point head refines them up to one cell per slice pixel of the box; medmrcnn.modeling.point_head).
+            Checkpoints written before this option existed load as "none".
+        point_head_channels, point_head_layers: width and depth of the point head's MLP.
+        point_train_points: points per RoI on which the point loss is computed in training.
+        point_subdivision_points: points re-predicted per RoI and subdivision step at inference (at least 16 per
+            row of the grid).
+        mask_max_resolution: largest side of a refined mask grid (bounds memory and time for very large boxes).
         detections_per_image: maximum instances kept per slice (cells need hundreds).
         rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test: proposals kept at inference.
         box_score_thresh: minimum score kept by the network itself (the predictor applies its own threshold too).
@@ -43,7 +52,8 @@ class ModelConfig:
         pixel_spacing_mm: in-plane pixel size the network was trained at; the predictor resamples slices to it
             (and maps results back to the original grid). None = use every image at its native pixel grid.
         intensity: the intensity preset the network was trained with (see medmrcnn.transforms):
-            "ct:<window>" (e.g. "ct:soft_tissue"), "percentile", or "auto" (chosen from the modality).
+            "ct:<window>" (e.g. "ct:soft_tissue"), "percentile", or "auto" (chosen from the training images'
+            modality when training starts; checkpoints store the concrete preset, never "auto").
     """
 
     labels: tuple[str, ...] = ("lesion",)
@@ -60,6 +70,12 @@ class ModelConfig:
     box_representation_size: int = 1024
     mask_head_channels: tuple[int, ...] = (256, 256, 256, 256)
     mask_resolution: int = 28
+    mask_refinement: str = "none"
+    point_head_channels: int = 256
+    point_head_layers: int = 3
+    point_train_points: int = 392
+    point_subdivision_points: int = 784
+    mask_max_resolution: int = 448
     detections_per_image: int = 100
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_test: int = 1000
@@ -90,6 +106,14 @@ class ModelConfig:
             raise ValueError("min_size and max_size must both be set (resize) or both be None (native resolution)")
         if self.mask_resolution % 2 or self.mask_resolution < 8:
             raise ValueError(f"mask_resolution must be even and >= 8; got {self.mask_resolution}")
+        if self.mask_refinement not in MASK_REFINEMENTS:
+            raise ValueError(f"mask_refinement must be one of {MASK_REFINEMENTS}; got {self.mask_refinement!r}")
+        if min(self.point_head_channels, self.point_head_layers, self.point_train_points,
+               self.point_subdivision_points) < 1:
+            raise ValueError("point_head_channels, point_head_layers and the point counts must be positive")
+        if self.mask_max_resolution < self.mask_resolution:
+            raise ValueError(f"mask_max_resolution must be >= mask_resolution ({self.mask_resolution}); "
+                             f"got {self.mask_max_resolution}")
         if self.anchor_sizes is not None and len(self.anchor_sizes) != self.num_feature_levels:
             raise ValueError(
                 f"anchor_sizes has {len(self.anchor_sizes)} levels; the FPN has {self.num_feature_levels}"

@@ -61,7 +61,8 @@ class DataConfig:
         train_key, val_key: datalist sections used for training and validation.
         val_fraction: share of training items held out when the datalist has no validation section.
         label_kind: "semantic" (label map values are class ids; instances = per-slice connected components per
-            class) or "instance" (label values are instance ids; `class_table` maps them to class names).
+            class) or "instance" (label values are instance ids; `class_table` maps them to class names; a
+            one-class model needs no table: every nonzero id is one object, as cell datasets ship their masks).
         class_table: instance id -> class name for "instance" label maps (a per-item "classes" dict in the datalist
             overrides it).
         label_values: label map value -> class name when the label map does not use 1..N in ModelConfig.labels order.

@@ -6,7 +6,9 @@
 Images are anything `medmrcnn.io.load_volume` reads (DICOM folder, NIfTI, NRRD, MHA, PNG/TIFF). Labels are label
 maps on the image grid (NIfTI/NRRD/MHA/...) or a DICOM-SEG referencing the image series. Label maps are semantic
 (values = classes, instances = per-slice connected components) or instance maps with a class table
-(data.label_kind "instance"; an item's own "classes": {"1": "tumour", ...} overrides data.class_table).
+(data.label_kind "instance"; an item's own "classes": {"1": "tumour", ...} overrides data.class_table). A
+one-class model (cells, nuclei) needs no table: every nonzero id of an instance mask is one object of that class,
+and a mask image without a pixel size (a bare TIFF / PNG) takes its microscopy image's grid.
 Relative paths are resolved against the datalist's folder; "series" picks a series in a multi-series folder.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medmrcnn.errors import DataError, MedMRCNNError
+from medmrcnn.geometry import check_same_grid
 from medmrcnn.labels import LabelMap
 from medmrcnn.training.config import DataConfig
 from medmrcnn.training.items import AnnotatedVolume
@@ -27,8 +30,6 @@ from medmrcnn.training.labelmaps import class_lookup, instance_classes, semantic
 from medmrcnn.volume import Volume
 
 log = logging.getLogger(__name__)
-
-AFFINE_TOLERANCE_MM = 1e-3
 
 
 def read_datalist(path: str | Path) -> dict[str, Any]:
@@ -55,15 +56,6 @@ def _is_dicom_seg(path: Path) -> bool:
     except Exception:  # not DICOM at all: let the volume loader report it
         return False
     return str(ds.get("Modality", "")) == "SEG"
-
-
-def check_same_grid(image: Volume, label: Volume, name: str) -> None:
-    """DataError when label and image differ in shape or affine (more than AFFINE_TOLERANCE_MM)."""
-    if label.shape != image.shape:
-        raise DataError(f"{name}: label shape {label.shape} differs from image shape {image.shape}")
-    diff = float(np.abs(label.affine - image.affine).max())
-    if diff > AFFINE_TOLERANCE_MM:
-        raise DataError(f"{name}: label affine differs from image affine by {diff:.3g} mm (not on the image grid)")
 
 
 def _seg_item(image: Volume, seg_path: Path, labels: LabelMap, cfg: DataConfig, name: str) -> AnnotatedVolume:
@@ -107,7 +99,10 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
         raise
     except MedMRCNNError as e:
         raise DataError(f"{name}: {e}") from None
-    check_same_grid(image, label, name)
+    if image.modality == "SM" and label.shape == image.shape and label.metadata.get("kind") == "raster" \
+            and any(w.startswith("pixel size unknown") for w in label.warnings):
+        label = image.with_array(label.array)  # cell masks usually carry no pixel size: they share the image's
+    check_same_grid(label.affine, label.shape, image.affine, image.shape, name)
     values = label.array
     if not np.issubdtype(values.dtype, np.integer):
         if not np.all(np.mod(values, 1) == 0):
@@ -115,9 +110,14 @@ def load_item(entry: dict[str, Any], root: Path, labels: LabelMap, cfg: DataConf
         values = values.astype(np.int64)
     if cfg.label_kind == "instance":
         table = entry.get("classes") or cfg.class_table
-        if not table:
-            raise DataError(f"{name}: instance label maps need a class table (data.class_table or the item's 'classes')")
-        return AnnotatedVolume(image, values, instance_classes(table, labels, name), name)
+        if table:
+            return AnnotatedVolume(image, values, instance_classes(table, labels, name), name)
+        if labels.num_classes != 2:  # background + one class
+            raise DataError(f"{name}: instance label maps of a {labels.num_classes - 1}-class model need a class "
+                            "table (data.class_table or the item's 'classes')")
+        # As cell datasets ship them (Cellpose, StarDist, DSB2018): every nonzero id is one object of the only class.
+        ids = np.unique(values)
+        return AnnotatedVolume(image, values, {int(i): 1 for i in ids if i != 0}, name)
     instances, classes = semantic_to_instances(values, class_lookup(labels, cfg.label_values, name), name)
     return AnnotatedVolume(image, instances, classes, name, per_slice_instances=True)
 

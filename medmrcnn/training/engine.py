@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from medmrcnn.training.preprocess import prepare_volume
 from medmrcnn.training.sources import load_items
 from medmrcnn.training.state import capture_rng, load_state, restore_rng, save_state
 from medmrcnn.training.validation import validate
+from medmrcnn.transforms import training_intensity
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ def _train(cfg: TrainConfig, resume: bool, run: _Run, progress: bool) -> TrainRe
     train_items, val_items = load_items(cfg)
     for item in train_items + val_items:
         validate_item(item, len(cfg.model.labels))
+    # Checkpoints record the concrete preset ("auto" resolved once, here), so serving scales as training did.
+    intensity = training_intensity(cfg.model.intensity, [x.volume.modality for x in train_items + val_items])
+    cfg = replace(cfg, model=replace(cfg.model, intensity=intensity))
     train_ds = SliceDataset([prepare_volume(x, cfg.model) for x in train_items], cfg.model, cfg.data, cfg.augment)
     val_volumes = [prepare_volume(x, cfg.model) for x in val_items]
     del train_items, val_items

@@ -23,7 +23,7 @@ from medmrcnn.runtime import resolve_device
 from medmrcnn.training.config import DataConfig, TrainConfig
 from medmrcnn.training.datacheck import validate_item
 from medmrcnn.training.items import AnnotatedVolume
-from medmrcnn.training.metrics import DiceAccumulator, lesion_summary, match_instances
+from medmrcnn.training.metrics import CellMatchAccumulator, DiceAccumulator, lesion_summary, match_instances
 from medmrcnn.training.preprocess import prepare_volume
 from medmrcnn.training.validation import validate
 
@@ -63,6 +63,7 @@ def volume_metrics(items: list[AnnotatedVolume], checkpoint: str | Path, device:
     predictor = SliceWisePredictor.from_checkpoint(checkpoint, cfg, device=device)
     names = predictor.model_cfg.labels
     dice = DiceAccumulator(len(names))
+    objects = CellMatchAccumulator()
     rows_per_volume, per_item = [], []
     for item in items:
         t0 = time.perf_counter()
@@ -73,6 +74,7 @@ def volume_metrics(items: list[AnnotatedVolume], checkpoint: str | Path, device:
         one = DiceAccumulator(len(names))
         one.add(result.class_map, gt_class)
         gt_lesions, gt_classes = item.lesions()
+        objects.add(gt_lesions, result.instance_map)
         rows = match_instances(gt_lesions, gt_classes, result.instance_map, {r.id: r.class_id for r in result.instances})
         rows_per_volume.append(rows)
         per_item.append({
@@ -84,6 +86,8 @@ def volume_metrics(items: list[AnnotatedVolume], checkpoint: str | Path, device:
     return {
         "dice": {names[c - 1]: v for c, v in dice.dice().items()},
         "lesions": {names[c - 1]: v for c, v in lesions.items()},
+        "objects": {"by_iou": {f"{t:.2f}": v for t, v in objects.scores().items()},
+                    "dsb_score": objects.dsb_score()},
         "items": per_item,
     }
 
@@ -95,7 +99,9 @@ def evaluate(
     """Evaluate a checkpoint on annotated data; returns (and with `output`, writes as JSON) the metrics.
 
     Returns {"checkpoint", "data", "n_items", "slices": {bbox_/mask_AP, AP50, AP75, dice_<class>},
-    "volumes": {"dice": {class: Dice}, "lesions": {class: sensitivity, fp_per_volume, ...}, "items": [...]}}.
+    "volumes": {"dice": {class: Dice}, "lesions": {class: sensitivity, fp_per_volume, ...},
+    "objects": {"by_iou": {"0.50": {precision, recall, accuracy, f1, mean_matched_iou, ...}, ...}, "dsb_score"},
+    "items": [...]}}; "objects" are the cell-field scores (class-agnostic, see metrics.CellMatchAccumulator).
     """
     dev = resolve_device(device)
     model, model_cfg = load_model(checkpoint, device=dev)
@@ -139,4 +145,12 @@ def format_report(report: dict[str, Any]) -> str:
                 f" {les.get('sensitivity', nan):>12.3f} {les.get('fp_per_volume', nan):>10.2f}"
                 f" {les.get('mean_dice_detected', nan):>14.3f}"
             )
+        objects = vol.get("objects")
+        if objects:
+            lines.append("objects at IoU   accuracy  precision  recall     F1  mean IoU (matched)")
+            for t in ("0.50", "0.70", "0.90"):
+                o = objects["by_iou"][t]
+                lines.append(f"  {t:<14} {o['accuracy']:8.3f} {o['precision']:10.3f} {o['recall']:7.3f}"
+                             f" {o['f1']:6.3f} {o['mean_matched_iou']:9.3f}")
+            lines.append(f"  DSB2018 score (accuracy averaged over IoU 0.50..0.95): {objects['dsb_score']:.3f}")
     return "\n".join(lines)

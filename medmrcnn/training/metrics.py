@@ -169,3 +169,62 @@ def lesion_summary(rows_per_volume: Sequence[list[dict]], num_classes: int) -> d
             "mean_dice_detected": float(np.mean([r["dice"] for r in hits])) if hits else 0.0,
         }
     return out
+
+
+# IoU thresholds of the cell-segmentation field (StarDist, Cellpose, DSB2018); the DSB2018 score averages 0.5..0.95.
+CELL_IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+def match_cells(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = CELL_IOU_THRESHOLDS
+                ) -> dict[float, dict[str, float]]:
+    """Match the objects of two instance maps (any shape, 0 = background) at each IoU threshold.
+
+    A pair matches when its IoU >= t under the one-to-one matching that maximises the summed IoU (Hungarian, as
+    StarDist's `matching`; above t = 0.5 it is unique). Returns per threshold {"tp", "fp", "fn", "iou_sum"}
+    (iou_sum: summed IoU of the matched pairs), to be summed over images by CellMatchAccumulator.
+    """
+    _, _, inter, (g_sz, p_sz) = instance_overlaps(gt, pred)
+    iou = inter / np.maximum(g_sz[:, None] + p_sz[None, :] - inter, 1)
+    rows, cols = linear_sum_assignment(-iou) if iou.size else (np.zeros(0, int), np.zeros(0, int))
+    matched = iou[rows, cols]
+    out = {}
+    for t in thresholds:
+        hits = matched[matched >= t]
+        out[float(t)] = {"tp": float(len(hits)), "fp": float(len(p_sz) - len(hits)),
+                         "fn": float(len(g_sz) - len(hits)), "iou_sum": float(hits.sum())}
+    return out
+
+
+class CellMatchAccumulator:
+    """Object-level scores of the cell field summed over images: precision, recall, accuracy, F1, mean matched IoU.
+
+    accuracy = TP / (TP + FP + FN), which DSB2018 and StarDist call "average precision" at one IoU threshold;
+    `dsb_score` is its mean over IoU 0.5..0.95.
+    """
+
+    def __init__(self, thresholds: Sequence[float] = CELL_IOU_THRESHOLDS) -> None:
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.counts = {t: {"tp": 0.0, "fp": 0.0, "fn": 0.0, "iou_sum": 0.0} for t in self.thresholds}
+
+    def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        """Add one image's (or volume's) ground-truth and predicted instance maps."""
+        for t, c in match_cells(gt, pred, self.thresholds).items():
+            for k, v in c.items():
+                self.counts[t][k] += v
+
+    def scores(self) -> dict[float, dict[str, float]]:
+        """Per threshold: tp, fp, fn, precision, recall, accuracy, f1, mean_matched_iou (0 where undefined)."""
+        out = {}
+        for t, c in self.counts.items():
+            tp, fp, fn = c["tp"], c["fp"], c["fn"]
+            out[t] = {"tp": int(tp), "fp": int(fp), "fn": int(fn),
+                      "precision": tp / (tp + fp) if tp + fp else 0.0, "recall": tp / (tp + fn) if tp + fn else 0.0,
+                      "accuracy": tp / (tp + fp + fn) if tp + fp + fn else 0.0,
+                      "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+                      "mean_matched_iou": c["iou_sum"] / tp if tp else 0.0}
+        return out
+
+    def dsb_score(self) -> float:
+        """Mean accuracy over the thresholds (the DSB2018 score for the default 0.5..0.95)."""
+        s = self.scores()
+        return float(np.mean([s[t]["accuracy"] for t in self.thresholds]))

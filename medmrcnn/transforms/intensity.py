@@ -5,12 +5,17 @@ Presets (`intensity` strings, recorded in ModelConfig.intensity):
     "ct:L,W"      an explicit window level,width in HU, e.g. "ct:60,200";
     "percentile"  the 1st..99.5th percentile of the volume to [0, 1] (MR, microscopy, unknown);
     "auto"        "ct:soft_tissue" for CT, "percentile" otherwise.
+
+"auto" is resolved once, at training time, from the training images' modality (`training_intensity`); checkpoints
+store the concrete preset, and serving checks each image against it (`check_intensity_fit`): a CT window refuses
+an image whose modality is known and not CT, and warns when the values do not look like Hounsfield units.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from medmrcnn.errors import DataError
 from medmrcnn.volume import Volume
 
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -53,6 +58,56 @@ def resolve_intensity(intensity: str, modality: str) -> str:
     elif intensity != "percentile":
         raise ValueError(f"unknown intensity preset {intensity!r}: use auto, percentile, ct:<name> or ct:L,W")
     return intensity
+
+
+def training_intensity(intensity: str, modalities: list[str]) -> str:
+    """The concrete preset a model is trained (and its checkpoint saved) with: "auto" resolved from the modality of
+    the training images; DataError when "auto" meets images of CT and of other modalities (choose one preset)."""
+    if intensity != "auto":
+        return resolve_intensity(intensity, "OT")
+    presets = {resolve_intensity("auto", m) for m in modalities} or {"percentile"}
+    if len(presets) > 1:
+        raise DataError(f"intensity 'auto' with training images of several modalities ({sorted(set(modalities))}) "
+                        "would scale them differently; set model.intensity to one preset (e.g. percentile, "
+                        "ct:soft_tissue)")
+    return presets.pop()
+
+
+# A CT volume holds air (about -1000 HU) and stays within the 12-bit HU range; values far outside are not HU.
+_HU_AIR_BELOW = -500.0
+_HU_RANGE = (-3100.0, 32000.0)
+
+
+def check_intensity_fit(preset: str, volume: Volume, *, explicit: bool = False) -> list[str]:
+    """Warnings when an image contradicts the preset a model was trained with; DataError for a CT window on an
+    image whose modality is known and not CT (unless the preset was chosen `explicit`ly for this run).
+
+    Args:
+        preset: the concrete preset ("ct:...", "percentile"); "auto" (checkpoints from before presets were
+            recorded) gives a warning.
+        volume: the image to be segmented.
+        explicit: the preset was given for this run (CLI --intensity), not taken from the checkpoint.
+    """
+    if preset == "auto":
+        return ["the checkpoint does not record the intensity preset it was trained with ('auto'): "
+                f"'{resolve_intensity('auto', volume.modality)}' chosen from the image's modality, which may "
+                "differ from training"]
+    if not preset.startswith("ct:"):
+        return []
+    modality = volume.modality.upper()
+    if modality not in ("CT", "OT", ""):
+        message = (f"{volume.source or 'image'}: modality {modality} given to a model trained with the CT window "
+                   f"'{preset}' (Hounsfield units)")
+        if not explicit:
+            raise DataError(f"{message}; use a model trained on {modality}, or force a preset with --intensity")
+        return [message + " (forced with --intensity)"]
+    if volume.array.size == 0:
+        return []
+    lo, hi = float(np.min(volume.array)), float(np.max(volume.array))
+    if lo > _HU_AIR_BELOW or lo < _HU_RANGE[0] or hi > _HU_RANGE[1]:
+        return [f"values {lo:.6g} to {hi:.6g} do not look like Hounsfield units (no air below {_HU_AIR_BELOW:g}, "
+                f"or outside {_HU_RANGE[0]:g}..{_HU_RANGE[1]:g}) but the model uses the CT window '{preset}'"]
+    return []
 
 
 def parse_ct_window(intensity: str) -> tuple[float, float]:

@@ -26,6 +26,7 @@ import medmrcnn
 from lib.datastore import CheckedLocalDatastore, SegDICOMWebDatastore
 from lib.errors import not_found
 from lib.infer import MedMRCNNInfer
+from lib.interactive import InteractiveInfer
 from lib.models import ModelSlot
 from lib.routes import apply_server_fixes
 from lib.settings import PluginSettings
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 VOLUME_MODEL = "medmrcnn_volume"
 CELLS_MODEL = "medmrcnn_cells"
+INTERACTIVE_MODEL = "medmrcnn_interactive"
 
 
 class MedMRCNNApp(MONAILabelApp):
@@ -104,6 +106,8 @@ class MedMRCNNApp(MONAILabelApp):
                                         description="Tumours and organs in CT/MR volumes (slice-wise, linked in 3D)"),
             CELLS_MODEL: MedMRCNNInfer(self.slots[CELLS_MODEL], self.settings, dimension=2, dicom_datastore=dicom,
                                        description="Cells / nuclei in 2D microscopy images"),
+            INTERACTIVE_MODEL: InteractiveInfer(self.slots[VOLUME_MODEL], self.slots[CELLS_MODEL], self.settings,
+                                                dicom_datastore=dicom),
         }
 
     def init_trainers(self) -> dict[str, TrainTask]:

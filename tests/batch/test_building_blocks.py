@@ -69,8 +69,10 @@ def test_study_folder_appears_complete_or_not_at_all(tmp_path):
 
 def test_parse_formats():
     assert parse_formats("png, NIfTI,seg") == ("nifti", "seg", "png")
-    for bad in ("nifti,dicom", ""):
-        with pytest.raises(ValueError, match="choose from nifti, seg, json, csv, png"):
+    assert parse_formats("auto") == ("auto",) and parse_formats("cells,roi") == ("roi", "cells")
+    assert parse_formats("sr,json") == ("seg", "sr", "json")  # the SR references the SEG's segments
+    for bad in ("nifti,dicom", "", "auto,png"):
+        with pytest.raises(ValueError, match="choose from auto or nifti, seg, sr, json, csv, png, tiff"):
             parse_formats(bad)
 
 

@@ -41,14 +41,15 @@ def test_every_series_is_a_study_and_bad_ones_are_isolated(tree):
     for s in studies:
         by_source.setdefault(s.source.relative_to(tree).as_posix(), []).append(s)
     assert sorted(by_source) == ["p1/ct", "p2", "p3/ct", "p4.nii.gz"]
-    good = [s for s in studies if s.error is None]
+    good = [s for s in studies if s.error is None and not s.info.subseries]
     assert len(good) == 4 and all(s.n_slices == 8 for s in good)
-    # Two good series and one mixed-size series share the folder p2: three studies, the mixed one unusable.
+    # Two good series and one series of two stacks (two image sizes, one SeriesInstanceUID) share the folder p2:
+    # four studies, the two stacks split apart as dcm2niix does and each segmented.
     p2 = by_source["p2"]
-    assert len(p2) == 3
-    mixed = [s for s in p2 if s.error]
-    assert len(mixed) == 1 and mixed[0].error.startswith("mixed image sizes in one series")
-    assert {s.info.description for s in p2 if not s.error} == {"Arterial", "Venous"}
+    assert len(p2) == 4 and all(s.error is None for s in p2)
+    split = sorted((s for s in p2 if s.info.subseries), key=lambda s: s.n_slices)
+    assert [(s.n_slices, s.info.subseries) for s in split] == [(2, "plane 2/2"), (4, "plane 1/2")]
+    assert {s.info.description for s in p2 if not s.info.subseries} == {"Arterial", "Venous"}
     # The cut file is named; the other files of its folder are not passed off as a complete series.
     (corrupt,) = by_source["p3/ct"]
     victim = min((tree / "p3" / "ct").iterdir(), key=lambda p: p.stat().st_size)
@@ -112,7 +113,7 @@ def test_usage_errors_for_missing_inputs(tmp_path):
 
 def test_listed_studies_keep_file_lists_not_headers(tree, tmp_path):
     studies = [s for s in discover_studies([tree]) if s.error is None and s.info.kind == "dicom"]
-    assert len(studies) == 3 and all(s.info.plan is None for s in studies)
+    assert len(studies) == 5 and all(s.info.plan is None for s in studies)  # 3 series, one of them 2 stacks
     p1 = next(s for s in studies if s.source == tree / "p1" / "ct")
     assert np.array_equal(read_series(reload_series(p1.info)).array, load_volume(p1.source).array)
     copy = shutil.copytree(p1.source, tmp_path / "copy")

@@ -19,6 +19,7 @@ VARIANTS = {
     "dicom_load": {"medmrcnn", "simpleitk"},
     "seg_export": {"medmrcnn", "highdicom"},
     "end_to_end": {"medmrcnn"},
+    "portable": {"medmrcnn", "torchscript", "onnxruntime"},
 }
 
 
@@ -71,6 +72,8 @@ def test_quick_bench_writes_complete_results(tmp_path):
             "reference_instances"] == 0, r["agreement"]["torchvision_native"]
 
     assert results["dicom_load"]["identical_voxels"] is True
+    # The exported models give PyTorch's detections on the same slices.
+    assert all(p["same_detections"] for p in results["portable"]["parity"].values()), results["portable"]["parity"]
     assert results["end_to_end"]["variants"]["medmrcnn"]["timings"]
     assert {t["reached"] for t in doc["targets"]} <= {True, False, None}
     assert all(t["target"] and "value" in t for t in doc["targets"])

@@ -138,15 +138,18 @@ def test_label_image_round_trips_for_2d(result_2d, tmp_path, name):
     assert result_2d.num_instances >= 5
 
 
-def test_label_image_records_pixel_size_and_refuses_volumes(result, result_2d, tmp_path):
+def test_label_image_records_pixel_size_and_writes_volumes_as_stacks(result, result_2d, tmp_path):
     path = write_label_image(result_2d, tmp_path / "classes.tiff", what="class")
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        x_res = page.tags["XResolution"].value
-        assert x_res[0] / x_res[1] == pytest.approx(10.0 / result_2d.volume.spacing[2], rel=1e-6)
-        np.testing.assert_array_equal(page.asarray(), result_2d.class_map[0])
+        assert tif.imagej_metadata["unit"] == "um"
+        np.testing.assert_array_equal(tif.pages[0].asarray(), result_2d.class_map[0])
+    assert load_volume(path).spacing == pytest.approx(result_2d.volume.spacing)
+    stack = write_label_image(result, tmp_path / "volume.tif")
+    back = load_volume(stack)
+    np.testing.assert_array_equal(back.array, result.instance_map)
+    assert back.spacing == pytest.approx(result.volume.spacing)
     with pytest.raises(ExportError, match="one slice"):
-        write_label_image(result, tmp_path / "volume.tif")
+        write_label_image(result, tmp_path / "volume.png")
     big = VolumeResult(result_2d.volume, result_2d.instance_map.astype(np.uint32), result_2d.class_map, [],
                        result_2d.labels)
     with pytest.raises(ExportError, match="16-bit PNG"):

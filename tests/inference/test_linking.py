@@ -65,6 +65,26 @@ def test_gap_slice_breaks_the_chain():
     assert members(link_instances_across_slices(slices)) == [[(0, 0)], [(2, 0)]]
 
 
+def test_one_missed_slice_inside_a_lesion_is_bridged_within_the_gap_in_mm():
+    lesion = [slice_of((disk(20, 20 + z, 6), 1, 0.9)) for z in range(7)]
+    lesion[3] = slice_of((disk(5, 50, 3), 1, 0.8))  # the detector missed the lesion here (and found something else)
+    one = link_instances_across_slices(lesion, max_gap_mm=5.0, slice_spacing_mm=2.5)
+    assert members(one) == [[(0, 0), (1, 0), (2, 0), (4, 0), (5, 0), (6, 0)], [(3, 0)]]
+    # 5 mm slices: a missed slice spans 5 mm, within the gap; 6 mm slices: beyond it, two instances.
+    assert len(link_instances_across_slices(lesion, max_gap_mm=5.0, slice_spacing_mm=5.0)) == 2
+    assert len(link_instances_across_slices(lesion, max_gap_mm=5.0, slice_spacing_mm=6.0)) == 3
+    # Two missed slices at 2.5 mm = 5 mm are bridged too; three (7.5 mm) are not.
+    two = [lesion[z] if z not in (2, 3) else SliceInstances(SHAPE) for z in range(7)]
+    assert len(link_instances_across_slices(two, max_gap_mm=5.0, slice_spacing_mm=2.5)) == 1
+    three = [lesion[z] if z not in (2, 3, 4) else SliceInstances(SHAPE) for z in range(7)]
+    assert len(link_instances_across_slices(three, max_gap_mm=5.0, slice_spacing_mm=2.5)) == 2
+    # Masks that continue on the next slice are never re-linked across a gap.
+    continuing = [slice_of((disk(20, 20, 6), 1, 0.9)), slice_of((disk(20, 20, 6), 1, 0.9)),
+                  slice_of((disk(20, 20, 6), 1, 0.9))]
+    assert members(link_instances_across_slices(continuing, max_gap_mm=5.0, slice_spacing_mm=2.5)) == [
+        [(0, 0), (1, 0), (2, 0)]]
+
+
 def test_split_joins_or_branches_deterministically():
     parent = rect(10, 10, 30, 40)
     left, right = rect(10, 10, 30, 22), rect(10, 26, 30, 40)  # right is the larger branch

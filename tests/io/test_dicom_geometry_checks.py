@@ -72,18 +72,18 @@ def test_gantry_tilt_gives_the_exact_sheared_affine(tmp_path, ct_volume):
     assert np.array_equal(sitk.GetArrayFromImage(reader.Execute()), v.array)  # same slice order
 
 
-def test_real_multi_plane_localizer_is_refused_and_skipped_in_batch(tmp_path, ct_series, caplog):
+def test_real_multi_plane_localizer_is_split_into_one_image_per_plane(tmp_path, ct_series):
     folder = PYDICOM_SERIES / "98892003" / "MR700"
-    with pytest.raises(VolumeLoadError, match="mixed orientations: 7 different ImageOrientationPatient values"):
-        load_volume(folder)
+    with pytest.raises(VolumeLoadError, match=r"7 image series found; .*\[plane 1/7\]"):
+        load_volume(folder)  # as dcm2niix: "orientation varies (vNav or localizer?)", one image per plane
+    planes = [load_volume(folder, i) for i in range(7)]
+    assert {v.metadata["subseries"] for v in planes} == {f"plane {k}/7" for k in range(1, 8)}
+    assert len({tuple(np.round(v.direction[:, 0], 3)) for v in planes}) >= 2
     study = tmp_path / "study"
     shutil.copytree(folder, study / "localizer")
     shutil.copytree(ct_series, study / "ct")
-    with caplog.at_level(logging.WARNING):
-        volumes = load_volumes(study)
-    assert len(volumes) == 1 and volumes[0].modality == "CT" and "skipped series" in caplog.text
-    with pytest.raises(VolumeLoadError, match="mixed orientations"):
-        load_volumes(study, strict=True)
+    volumes = load_volumes(study)
+    assert len(volumes) == 8 and sum(v.modality == "CT" for v in volumes) == 1
 
 
 def test_mixed_sizes_duplicates_and_off_line_positions_are_errors(tmp_path, ct_series):
@@ -93,8 +93,10 @@ def test_mixed_sizes_duplicates_and_off_line_positions_are_errors(tmp_path, ct_s
     ds.PixelData = ds.pixel_array[:20, :24].copy().tobytes()
     ds.Rows, ds.Columns = 20, 24
     ds.save_as(path)
-    with pytest.raises(VolumeLoadError, match=r"mixed image sizes in one series: 40x48 \(9 images\), 20x24 \(1"):
+    # Another image size is another stack (as dcm2niix splits them): the 9 others, now with a gap, and the odd one.
+    with pytest.raises(VolumeLoadError, match=r"2 image series found.*\[plane \d/2\].*\[plane \d/2\]"):
         load_volume(sizes)
+    assert sorted(load_volume(sizes, i, allow_irregular=True).shape for i in range(2)) == [(1, 20, 24), (9, 40, 48)]
 
     dup = copy_tree(ct_series, tmp_path / "dup")
     first = files_in_slice_order(dup)[0]

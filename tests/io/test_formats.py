@@ -85,13 +85,12 @@ def test_rgb_tiles_become_luma(tmp_path, name):
     assert np.array_equal(load_volume(tmp_path / name, rgb="r").array[0], rgb[..., 0])
 
 
-def test_multi_plane_tiff_needs_a_frame_and_reads_imagej_microns(tmp_path):
+def test_imagej_channel_stack_picks_a_channel_and_reads_microns(tmp_path):
     planes = np.stack([np.full((8, 9), i, np.uint16) for i in range(3)])
-    tifffile.imwrite(tmp_path / "z.tif", planes, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
-    with pytest.raises(VolumeLoadError, match="3 volumes in one file"):
-        load_volume(tmp_path / "z.tif")
-    v = load_volume(tmp_path / "z.tif", frame=2)
-    assert np.array_equal(v.array[0], planes[2]) and v.spacing == pytest.approx((0.0005,) * 3)
+    tifffile.imwrite(tmp_path / "c.tif", planes, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    v = load_volume(tmp_path / "c.tif", channel=2)
+    assert v.shape == (1, 8, 9) and np.array_equal(v.array[0], planes[2]) and v.spacing == pytest.approx((0.0005,) * 3)
+    assert v.metadata["channels"].shape == (3, 1, 8, 9)
 
 
 def test_corrupt_image_files_are_one_line_errors(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pydicom
 import pytest
 
 from medmrcnn.cli import main
@@ -30,7 +31,7 @@ def test_table_lists_series_with_notes_and_hides_patient_identity(tmp_path, ct_s
     assert main(["inspect", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "CT    10x40x48       2.5 x 0.8 x 0.7" in out and "'Synthetic CT phantom'" in out
-    assert "error: mixed orientations: 7 different" in out
+    assert "[plane 1/7]" in out and "[plane 7/7]" in out  # a multi-plane localizer: one image per plane
     assert "note: SR object: not an image, skipped" in out
     assert "Phantom^Synthetic" not in out and "PHANTOM001" not in out
     assert tree_checksum(tmp_path) == before
@@ -44,8 +45,11 @@ def test_json_output(ct_series, capsys, no_pixel_decoding):
     assert record["spacing"] == pytest.approx([2.5, 0.8, 0.7])
 
 
-def test_nothing_loadable_exits_1(capsys):
-    assert main(["inspect", str(PYDICOM_SERIES / "98892003" / "MR700")]) == 1
+def test_nothing_loadable_exits_1(capsys, tmp_path):
+    ds = pydicom.dcmread(dicom_testfile("CT_small.dcm"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "no_pixels.dcm")
+    assert main(["inspect", str(tmp_path)]) == 1
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "text"])

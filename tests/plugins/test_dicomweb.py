@@ -156,6 +156,7 @@ def test_final_label_is_stored_in_the_archive_as_dicom_seg(server, orthanc: str,
     client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
     with pytest.raises(MONAILabelClientException, match="Status: 422"):
         client.save_label(study["series_uid"], str(study["dir"] / os.listdir(study["dir"])[0]))
+    edited = "original" in client.datastore()["objects"][study["series_uid"]]["labels"]  # our prediction was saved
     client.save_label(study["series_uid"], str(study["truth"]))
 
     web = DICOMwebClient(f"{orthanc}/dicom-web")
@@ -165,6 +166,8 @@ def test_final_label_is_stored_in_the_archive_as_dicom_seg(server, orthanc: str,
     (instance,) = web.retrieve_series(str(seg.StudyInstanceUID), str(seg.SeriesInstanceUID))
     instance.save_as(tmp_path / "stored.dcm")
     assert instance.ReferencedSeriesSequence[0].SeriesInstanceUID == study["series_uid"]
+    algorithm = {s.SegmentAlgorithmType for s in instance.SegmentSequence}
+    assert algorithm == {"SEMIAUTOMATIC" if edited else "MANUAL"}
     imported = read_seg(tmp_path / "stored.dcm", reference=load_volume(study["dir"]))
     order = {i + 1: ("liver", "kidney", "tumour").index(n) + 1 for i, n in enumerate(imported.labels.names)}
     got = np.vectorize(lambda v: order[v] if v else 0)(imported.class_map.array)

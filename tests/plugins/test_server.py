@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.monailabel, pytest.mark.timeout(600)]
 
 VOLUME = "medmrcnn_volume"
 CELLS = "medmrcnn_cells"
+INTERACTIVE = "medmrcnn_interactive"  # tested in test_interactive.py
 # At the demo model's 1.4 mm pixels (no resampling), 4 mm slices: a small abdomen, kept small for CPU time.
 PHANTOM = dict(shape=(8, 192, 192), spacing=(4.0, 1.4, 1.4), n_tumours=3, tumour_diameter_mm=(20.0, 30.0))
 SMALL = dict(shape=(3, 160, 160), spacing=(4.0, 1.4, 1.4), n_tumours=1, tumour_diameter_mm=(20.0, 25.0))
@@ -95,7 +96,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_info_lists_models_labels_trainers_and_strategy(client: MONAILabelClient) -> None:
     info = client.info()
     assert info["name"] == "medmrcnn"
-    assert set(info["models"]) == {VOLUME, CELLS}
+    assert set(info["models"]) == {VOLUME, CELLS, INTERACTIVE}
     assert info["models"][VOLUME]["labels"] == {"liver": 1, "kidney": 2, "tumour": 3}
     assert info["models"][VOLUME]["dimension"] == 3
     assert info["models"][CELLS]["labels"] == {"nucleus": 1} and info["models"][CELLS]["dimension"] == 2
@@ -183,6 +184,10 @@ def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
         return int(err.value.msg.split("Status: ")[1].split(";")[0])
 
     assert status_of(lambda: client.infer(VOLUME, "no-such-image", {})) == 404
+    # A path of the server's own files (here the test's truth file, which exists) is not a datastore image.
+    assert status_of(lambda: client.infer(VOLUME, str(data["ct_truth"]), {})) == 404
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"allow_irregular": "maybe"})) == 400
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"series": 3})) == 422  # a NIfTI holds one series
     assert status_of(lambda: client.upload_image(str(data["corrupt"]), image_id="corrupt")) == 422
     assert "corrupt" not in client.datastore()["objects"]
     assert status_of(lambda: client.infer(VOLUME, "", {}, file=str(data["corrupt"]))) == 422
@@ -195,7 +200,9 @@ def test_bad_requests_are_refused_uploads_checked_and_the_server_keeps_serving(
     assert "final" not in client.datastore()["objects"]["ct"]["labels"]
 
     assert server.alive()
-    assert set(client.info()["models"]) == {VOLUME, CELLS}
+    _, loaded = client.infer(VOLUME, "ct", {"series": 0, "allow_irregular": True})  # load options are accepted
+    assert loaded["image"]["shape"]
+    assert set(client.info()["models"]) == {VOLUME, CELLS, INTERACTIVE}
     label_file, _ = client.infer(CELLS, "cells", {})
     assert nib.load(label_file).shape[:2] == (96, 96)
     # A correct label (the phantom's truth on its grid) is kept as the image's final label.

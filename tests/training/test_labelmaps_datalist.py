@@ -99,7 +99,7 @@ def test_broken_items_are_refused_with_one_line(tmp_path):
         _load(tmp_path, img2.name, lbl2.name)
     assert "\n" not in str(e.value)
     img3, lbl3 = _pair(tmp_path, np.zeros((2, 12, 12), np.uint8), name="aff", label_spacing=(0.9, 0.8, 2.0))
-    with pytest.raises(DataError, match="affine"):
+    with pytest.raises(DataError, match="not on the reference.s voxel grid: spacing"):
         _load(tmp_path, img3.name, lbl3.name)
     with pytest.raises(DataError, match="missing.nii.gz"):
         _load(tmp_path, "missing.nii.gz", lbl3.name)

@@ -27,6 +27,34 @@ log = logging.getLogger(__name__)
 KnownValues = Callable[[], set[int]]
 # The classes of the served volume model (DICOM-SEG segments are named after them).
 ModelLabels = Callable[[], Any]
+# Folders of this app's datastores (local folder, DICOMweb cache), registered as they are made.
+_DATASTORE_ROOTS: list[Path] = []
+
+
+def _register_root(path: str) -> None:
+    root = Path(path).resolve()
+    if root not in _DATASTORE_ROOTS:
+        _DATASTORE_ROOTS.append(root)
+
+
+def check_served_image(image: str) -> None:
+    """HTTP 404 unless `image` is a file of this app's datastore, a file MONAI Label wrote for an upload (a temporary
+    `tmp*` file) or a session image: a request never makes the server read an arbitrary path of its own."""
+    from monailabel.config import settings
+
+    path = Path(image).resolve()
+    sessions = Path(settings.MONAI_LABEL_SESSION_PATH.strip() or Path.home() / ".cache" / "monailabel" / "sessions")
+    upload = path.parent == Path(tempfile.gettempdir()).resolve() and path.name.startswith("tmp")
+    inside = any(path == root or root in path.parents for root in [*_DATASTORE_ROOTS, sessions.resolve()])
+    if not (upload or inside):
+        raise not_found(f"image {Path(image).name!r} is not in the datastore (upload it, or name a datastore image "
+                        "by its id)")
+
+
+def label_algorithm_type(datastore: LocalDatastore, image_id: str) -> str:
+    """DICOM-SEG algorithm type of a final label a person saved: SEMIAUTOMATIC when the datastore holds a model
+    prediction for the image (tag 'original': the person edited it), MANUAL when they drew it from scratch."""
+    return "SEMIAUTOMATIC" if datastore.get_label_by_image_id(image_id, DefaultLabelTag.ORIGINAL) else "MANUAL"
 
 
 def check_image(path: str, image_id: str) -> None:
@@ -46,11 +74,12 @@ def check_label(label_path: str, image_path: str, known_values: KnownValues) -> 
     """Raise HTTP 422 unless the label map is readable, on the image's voxel grid and uses known label values."""
     from medmrcnn.errors import DataError
     from medmrcnn.io import load_volume
-    from medmrcnn.training.datalist import check_same_grid
+    from medmrcnn.geometry import check_same_grid
 
     with as_http_errors(f"label {Path(label_path).name}"):
         label = load_volume(label_path)
-        check_same_grid(load_volume(image_path), label, Path(label_path).name)
+        image = load_volume(image_path)
+        check_same_grid(label.affine, label.shape, image.affine, image.shape, Path(label_path).name)
         values = np.unique(label.array)
         known = known_values() | {0}
         unknown = sorted(int(v) for v in values if v not in known)
@@ -65,6 +94,7 @@ class CheckedLocalDatastore(LocalDatastore):
     def __init__(self, *args: Any, known_values: KnownValues, **kwargs: Any) -> None:
         self._known_values = known_values
         super().__init__(*args, **kwargs)
+        _register_root(self._datastore_path)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Add an uploaded image after checking that it can be read."""
@@ -100,6 +130,7 @@ class SegDICOMWebDatastore(DICOMWebDatastore):
         self._model_labels = model_labels
         self._label_config = label_config
         super().__init__(*args, **kwargs)
+        _register_root(self._datastore_path)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    label_id: str = "") -> str:
@@ -124,7 +155,7 @@ class SegDICOMWebDatastore(DICOMWebDatastore):
             os.close(fd)
             try:
                 write_seg(class_ids, reference, seg_path, labels=LabelMap(model_labels.names),
-                          label_config=self._label_config)
+                          label_config=self._label_config, algorithm_type=label_algorithm_type(self, image_id))
                 series_uid = dicom_web_upload_dcm(seg_path, self._client)
             finally:
                 os.unlink(seg_path)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.datastore import dicom_series_dir
+from lib.datastore import check_served_image, dicom_series_dir
 from lib.errors import as_http_errors, not_found
 from lib.models import ModelSlot
 from lib.settings import LABEL_TYPES, RESULT_FORMATS, PluginSettings
@@ -33,17 +33,13 @@ RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32")
 AUTO = "auto"
 
 
-def _flag(request: dict[str, Any], key: str, default: bool) -> bool:
-    """A boolean request param (JSON true/false, or "true"/"false"/"1"/"0" from form-typed clients)."""
-    value = request.get(key, default)
+def _flag(value: Any, name: str) -> bool:
+    """A boolean request option (JSON true/false, or "true"/"false" from a query string)."""
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise ValueError(f"{key} must be true or false; got {value!r}")
+    if str(value).lower() in ("true", "1", "false", "0"):
+        return str(value).lower() in ("true", "1")
+    raise ValueError(f"{name} must be true or false; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,8 @@ class InferOptions:
     score_threshold: float
     mask_threshold: float
     window: str | None
+    series: str | None = None
+    allow_irregular: bool = False
 
     @classmethod
     def from_request(cls, request: dict[str, Any], settings: PluginSettings, dicom_datastore: bool) -> "InferOptions":
@@ -85,16 +83,18 @@ class InferOptions:
         dtype = request.get("result_dtype") or None
         if dtype is not None and dtype not in RESULT_DTYPES:
             raise ValueError(f"result_dtype must be one of {RESULT_DTYPES}; got {dtype!r}")
-        _flag(request, "restore_label_idx", True)
+        _flag(request.get("restore_label_idx", True), "restore_label_idx")
         opts = cls(
             label_type=str(request.get("label_type") or settings.label_type),
             result_format=result_format,
             extension=SEG_EXTENSION if result_format == "dicom_seg" else extension or ".nii.gz",
             dtype=dtype,
-            compress=_flag(request, "result_compress", False),
+            compress=_flag(request.get("result_compress", False), "result_compress"),
             score_threshold=float(request.get("score_threshold", settings.score_threshold)),
             mask_threshold=float(request.get("mask_threshold", settings.mask_threshold)),
             window=request.get("window") or settings.window,
+            series=str(request["series"]) if request.get("series") not in (None, "") else None,
+            allow_irregular=_flag(request.get("allow_irregular", False), "allow_irregular"),
         )
         if opts.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {LABEL_TYPES}; got {opts.label_type!r}")
@@ -193,13 +193,14 @@ class MedMRCNNInfer(InferTask):
         image = request.get("image")
         if not isinstance(image, str) or not image or not Path(image).exists():
             raise not_found(f"image {request.get('image')!r} is not in the datastore (upload it or pass a file)")
+        check_served_image(image)
         with as_http_errors(f"{self.slot.name} options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()
         with as_http_errors(f"{self.slot.name} infer on {Path(image).name}"):
             # A DICOM-SEG must reference the DICOM instances: segment the series itself, not a NIfTI copy of it.
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
-            volume = load_volume(series or image)
+            volume = load_volume(series or image, options.series, allow_irregular=options.allow_irregular)
             t_load = time.perf_counter()
             loaded = self.slot.load()
             from medmrcnn.inference import SliceWisePredictor

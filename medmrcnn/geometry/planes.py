@@ -1,25 +1,26 @@
-"""Order DICOM slices in space and build the data-contract affine; detect gaps, tilt and inconsistent stacks.
+"""DICOM planes: where each image or frame lies (classic and multi-frame headers) and how planes stack into a volume.
 
 Slices are sorted by ImagePositionPatient projected on the slice normal (row x column direction), never by file
 name or InstanceNumber. Decisions (documented in docs/loading.md):
 - mixed orientations, mixed pixel spacing, duplicate positions, non-collinear positions: `StackError` (no volume);
-- missing slices / non-uniform spacing: reported as `irregular` (loaded only when the caller allows it, with the mean
-  step as slice spacing);
-- gantry tilt (slices shifted along the plane from one to the next): loaded with the exact sheared affine + warning.
+  the scanner splits such series into sub-stacks first (`medmrcnn.io.dicom_split`);
+- missing slices / non-uniform spacing: reported as `irregular` (loaded only when the caller allows it, then
+  resampled onto a regular grid);
+- gantry tilt (slices shifted along the plane from one to the next): the exact sheared affine + a warning; outputs
+  are resampled onto an orthogonal grid when written (`medmrcnn.geometry.grid.resample_to_orthogonal`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-ORIENTATION_TOL = 1e-3  # direction cosines written with 3-6 decimals by scanners
-DUPLICATE_TOL_MM = 0.01
-SPACING_REL_TOL = 0.01
-SPACING_ABS_TOL_MM = 0.005
-TILT_TOL_DEG = 0.01
+from medmrcnn.geometry.tolerances import (
+    DUPLICATE_TOL_MM, ORIENTATION_TOL, PIXEL_SPACING_REL_TOL, SPACING_ABS_TOL_MM, SPACING_REL_TOL, TILT_TOL_DEG,
+)
 
 
 class StackError(ValueError):
@@ -77,7 +78,7 @@ def stack_geometry(
             f"mixed orientations: {len(reps)} different ImageOrientationPatient values in {n} images "
             "(e.g. a multi-plane localizer); cannot form one volume"
         )
-    if len(_distinct(pixel_spacings, 1e-3 * float(pixel_spacings.max()))) > 1:
+    if len(_distinct(pixel_spacings, PIXEL_SPACING_REL_TOL * float(pixel_spacings.max()))) > 1:
         raise StackError(f"mixed pixel spacing ({np.unique(pixel_spacings, axis=0).tolist()} mm) in one series")
     row, col = orientations[0, :3], orientations[0, 3:]
     if min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-6:
@@ -135,3 +136,79 @@ def stack_geometry(
     affine[:3, 2] = z_col
     affine[:3, 3] = pos[0]
     return StackGeometry(order=order, affine=affine, warnings=warnings, irregular=irregular)
+
+
+def functional_value(ds: Any, frame: Any, sequence: str, keyword: str) -> Any:
+    """Value of `keyword` in functional group `sequence` of a multi-frame object: per-frame item first, then shared;
+    None when absent."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for group in (frame, shared[0] if shared else None):
+        items = group.get(sequence) if group is not None else None
+        if items and keyword in items[0]:
+            return items[0].get(keyword)
+    return None
+
+
+@dataclass
+class Planes:
+    """Where the planes (frames or single-frame images) of DICOM objects lie.
+
+    Attributes:
+        positions: (n, 3) ImagePositionPatient, LPS mm of the centre of the first (top-left) pixel.
+        orientations: (n, 6) ImageOrientationPatient (row direction, column direction).
+        spacings: (n, 2) PixelSpacing (between rows, between columns), mm; 1 mm when absent.
+        has_spacing: False when no PixelSpacing was found (1 mm assumed).
+    """
+
+    positions: np.ndarray
+    orientations: np.ndarray
+    spacings: np.ndarray
+    has_spacing: bool = True
+
+
+def _floats(value: Any, n: int, what: str) -> list[float]:
+    """`n` finite numbers from a multi-valued attribute; StackError naming the attribute when malformed."""
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != n or not all(np.isfinite(numbers)):
+        raise StackError(f"invalid {what} {str(value)[:80]} (expected {n} numbers)")
+    return numbers
+
+
+def image_planes(datasets: list[Any]) -> Planes:
+    """Planes of classic single-frame images (one per dataset) or of one multi-frame object (one per frame).
+
+    Multi-frame geometry comes from the Plane Position / Plane Orientation / Pixel Measures functional groups
+    (per-frame, else shared). Raises StackError when a plane has no position or orientation, or malformed values.
+    """
+    if len(datasets) == 1 and "PerFrameFunctionalGroupsSequence" in datasets[0]:
+        ds = datasets[0]
+        positions, orientations, spacings = [], [], []
+        has_spacing = True
+        for fg in ds.PerFrameFunctionalGroupsSequence:
+            ipp = functional_value(ds, fg, "PlanePositionSequence", "ImagePositionPatient")
+            iop = functional_value(ds, fg, "PlaneOrientationSequence", "ImageOrientationPatient")
+            ps = functional_value(ds, fg, "PixelMeasuresSequence", "PixelSpacing")
+            if ipp is None or iop is None:
+                raise StackError("multi-frame image without Plane Position/Orientation functional groups: frames "
+                                 "cannot be placed in space")
+            positions.append(_floats(ipp, 3, "ImagePositionPatient"))
+            orientations.append(_floats(iop, 6, "ImageOrientationPatient"))
+            spacings.append(_floats(ps, 2, "PixelSpacing") if ps else [1.0, 1.0])
+            has_spacing = has_spacing and bool(ps)
+        return Planes(np.array(positions), np.array(orientations), np.array(spacings), has_spacing)
+    missing = sum("ImagePositionPatient" not in d or "ImageOrientationPatient" not in d for d in datasets)
+    if missing:
+        raise StackError(f"cannot order {len(datasets)} images in space: ImagePositionPatient/"
+                         f"ImageOrientationPatient missing in {missing} of them")
+    spacings = []
+    for d in datasets:
+        ps = d.get("PixelSpacing") or d.get("ImagerPixelSpacing")
+        spacings.append(_floats(ps, 2, "PixelSpacing") if ps else [1.0, 1.0])
+    return Planes(
+        np.array([_floats(d.ImagePositionPatient, 3, "ImagePositionPatient") for d in datasets]),
+        np.array([_floats(d.ImageOrientationPatient, 6, "ImageOrientationPatient") for d in datasets]),
+        np.array(spacings), all(d.get("PixelSpacing") or d.get("ImagerPixelSpacing") for d in datasets),
+    )
