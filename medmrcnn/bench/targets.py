@@ -52,6 +52,15 @@ def evaluate_targets(results: dict[str, Any], settings: BenchSettings) -> list[d
                        SEG_TARGET_S, False, full_case,
                        "" if full_case else f"measured on {seg.get('series')} with {settings.threads} threads: "
                                             "not the target case"))
+    prompts = results.get("prompts", {})
+    if "variants" in prompts:
+        out.append(_target("Next prompt >= 10x faster than the first (demo model, one slice)",
+                           prompts["next_vs_first_speedup"], 10.0, True, True,
+                           f"{prompts['matrix'][0]} x {prompts['matrix'][1]} slice"))
+        two_cpu = settings.threads == 2 and not settings.cuda and prompts["matrix"] == [512, 512]
+        out.append(_target("Next prompt < 0.3 s on 2 CPU cores (512 x 512)",
+                           prompts["variants"]["next_prompt"]["median_s"], 0.3, False, two_cpu,
+                           "" if two_cpu else "not the target case (2 CPU threads, 512 x 512)"))
     if settings.cuda:
         r50 = results.get("inference_r50", {}).get("variants", {}).get("medmrcnn", {})
         matrix = results.get("inference_r50", {}).get("matrix")

@@ -187,6 +187,16 @@ def test_ohif_class_prompt_selects_the_class_inside_the_roi(client: MONAILabelCl
     assert dice(served(label_file, data["ct"]) == 3, gt == 6) >= 0.6
 
 
+def test_ohif_class_prompts_on_the_automatic_model_return_just_those_classes(
+    client: MONAILabelClient, data: dict
+) -> None:
+    label_file, result = client.infer(VOLUME, "ct", {"label_prompt": [2]})  # OHIF "Class Prompts": kidney
+    label = served(label_file, data["ct"])
+    assert set(np.unique(label)) == {0, 2}
+    assert len(result["instances"]) >= 2 and {r["class_name"] for r in result["instances"]} == {"kidney"}
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"label_prompt": [7]}))[0] == 400
+
+
 def test_2d_image_click_returns_the_object(client: MONAILabelClient, data: dict) -> None:
     kidney = data["gt"][11:12] == 3
     label_file, result = client.infer(MODEL, "slice", {"foreground": [slicer_point(centre(kidney))]})

@@ -147,7 +147,8 @@ class MedMRCNNInfer(InferTask):
 
     Request params (all optional): label_type "class"|"instance", result_format "auto"|"nifti"|"dicom_seg",
     result_extension (.nii.gz, .nii, .nrrd, .mha, .dcm), result_dtype, result_compress, restore_label_idx,
-    score_threshold, mask_threshold, window (`InferOptions`).
+    score_threshold, mask_threshold, window (`InferOptions`), label_prompt (label values to keep, as OHIF's Class
+    Prompts send them).
     """
 
     def __init__(self, slot: ModelSlot, settings: PluginSettings, dimension: int, description: str,
@@ -197,6 +198,8 @@ class MedMRCNNInfer(InferTask):
         with as_http_errors(f"{self.slot.name} options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()
+            prompt = request.get("label_prompt")
+            chosen = self.settings.labels.class_ids_of(prompt, self.slot.load().labels) if prompt else []
         with as_http_errors(f"{self.slot.name} infer on {Path(image).name}"):
             # A DICOM-SEG must reference the DICOM instances: segment the series itself, not a NIfTI copy of it.
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
@@ -206,6 +209,8 @@ class MedMRCNNInfer(InferTask):
             from medmrcnn.inference import SliceWisePredictor
 
             result = SliceWisePredictor(loaded.model, loaded.config, predictor_cfg).predict(volume)
+            if chosen:  # OHIF's Class Prompts: just the chosen classes
+                result = result.with_classes(chosen)
             t_infer = time.perf_counter()
             out, names = self._write(result, options)
         t_write = time.perf_counter()

@@ -9,7 +9,7 @@ the ROI box) and OHIF's MONAI Label panel under "Point Prompts". Params, exactly
     roi: [i0, i1, j0, j1, k0, k1]  Slicer's ROI box, both ends inclusive, each pair in the order Slicer's RAS -> IJK
                                    conversion gives for this image (descending along axes that run against RAS)
     label: "kidney"                the segment's name: the object gets this class (Slicer sends it; OHIF does not)
-    label_prompt: [2, ...]         class values (OHIF's Class Prompts): the object may only be of these classes
+    label_prompt: [2, ...]         label values (as OHIF's Class Prompts send them): the object may only be of these
     slice: k                       sent by Slicer for 2D models only (its clicks are already on that slice)
 
 The result is a label file on the image grid holding just the object, with its class's label value, and the JSON row of
@@ -220,15 +220,9 @@ class InteractiveInfer(InferTask):
             if not isinstance(label, str) or label not in output:
                 raise ValueError(f"label {label!r} is not one of this model's labels {sorted(output)}")
             classes.append(loaded.labels.id_of(label))
-        prompt_values = request.get("label_prompt") or []
-        if not isinstance(prompt_values, (list, tuple)):
-            raise ValueError(f"label_prompt must be a list of label values; got {prompt_values!r}")
-        by_value = {v: n for n, v in output.items()}
-        for v in prompt_values:
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) not in by_value:
-                raise ValueError(f"label_prompt value {v!r} is not one of this model's label values {by_value}")
-            if not label:  # Slicer's segment name wins over the panel's class list
-                classes.append(loaded.labels.id_of(by_value[int(v)]))
+        prompted = self.settings.labels.class_ids_of(request.get("label_prompt") or [], loaded.labels)
+        if not classes:  # Slicer's segment name wins over the panel's class list
+            classes = prompted
         if request.get("slice") is not None:
             _voxel([0, 0, request["slice"]], "slice")
         zyx = [(k, j, i) for i, j, k in _points(request, "foreground")]
