@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from medmrcnn.synthetic.dicom_series import write_dicom_series
 from tests.plugins.conftest import ROOT
 from tests.plugins.monailabel_server import start_server
 from tests.plugins.orthanc import HAVE_ORTHANC, MISSING_ORTHANC, running_orthanc, store
+from tests.plugins.viewer_params import OHIF_PARAMS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -47,6 +50,7 @@ CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no
                  "--metrics-recording-only", "--disable-breakpad"]
 LABELS = {"liver": 1, "kidney": 2, "tumour": 3}
 AXIAL = "mpr-axial"  # the MONAI Label mode opens the series in MPR; its first viewport is axial
+IMAGE_ONLY = "1-axial-image-only.png"  # the axial viewport before any segmentation
 
 # OHIF's labelmap (cornerstone volume '1' of the MONAI Label panel), as counts and as bytes in its voxel order.
 JS_LABELMAP = """(id) => {
@@ -72,6 +76,8 @@ JS_CANVAS_POINTS = """([viewportId, ijk]) => {
     const k = volume.imageData.worldToIndex(vp.getCamera().focalPoint)[2];
     return {slice: Math.round(k), points: ijk.map(p => vp.worldToCanvas(volume.imageData.indexToWorld(p)))};
 }"""
+JS_VIEWPORT_RECT = """(id) => { const r = window.cornerstone.getRenderingEngines()[0].getViewport(id)
+    .element.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; }"""
 JS_VIEWPORT_READY = """(id) => { const e = window.cornerstone && window.cornerstone.getRenderingEngines()[0];
     const vp = e && e.getViewport(id); return !!(vp && vp.getDefaultActor && vp.getDefaultActor()); }"""
 
@@ -112,6 +118,7 @@ def page(server, archive):
         dismiss_notice(pg)
         pg.wait_for_timeout(2000)
         shot(pg, "1-study-opened.png")
+        shot(pg, IMAGE_ONLY, AXIAL)
         # The panel's server field defaults to http://127.0.0.1:8000; its refresh button connects (GET /info/).
         url_box = pg.locator("input[value*='8000']").first
         url_box.fill(server.url + "/")
@@ -130,9 +137,7 @@ def _study_uid(dicomweb: str) -> str:
 
 def shot(pg: Page, name: str, viewport: str | None = None) -> np.ndarray:
     """Screenshot of the page (or of one viewport) kept in ARTIFACTS; returned as an RGB array."""
-    clip = pg.evaluate("(id) => { const r = window.cornerstone.getRenderingEngines()[0].getViewport(id)"
-                       ".element.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; }",
-                       viewport) if viewport else None
+    clip = pg.evaluate(JS_VIEWPORT_RECT, viewport) if viewport else None
     png = pg.screenshot(path=str(ARTIFACTS / name), clip=clip)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
 
@@ -140,6 +145,13 @@ def shot(pg: Page, name: str, viewport: str | None = None) -> np.ndarray:
 def nrrd_bytes(body: bytes) -> np.ndarray:
     """The raw uint8 voxels of a NRRD answer, as OHIF's reader takes them."""
     return np.frombuffer(body.partition(b"\n\n")[2], dtype=np.uint8)
+
+
+def sent_params(body: bytes | None) -> dict:
+    """The JSON `params` field of the multipart form a viewer posted."""
+    found = re.search(rb'name="params"\r\n\r\n(.*?)\r\n--', body or b"", re.S)
+    assert found, (body or b"")[:300]
+    return json.loads(found.group(1))
 
 
 def labelmap(pg: Page, segmentation_id: str) -> np.ndarray:
@@ -161,9 +173,50 @@ def on_slice(pg: Page, ijk: np.ndarray) -> tuple[int, np.ndarray]:
     return got["slice"], np.rint(np.array(got["points"])).astype(int)
 
 
+def test_a_click_in_a_tumour_brings_that_tumour_back(page: Page, archive) -> None:
+    # medmrcnn_interactive (a "deepgrow" model) in OHIF's Point Prompts: pick the organ, click in the viewport, Run.
+    from scipy import ndimage
+
+    _, _, phantom = archive
+    truth = phantom.class_map()
+    z0 = on_slice(page, np.zeros((1, 3), int))[0]
+    components, n = ndimage.label(truth[z0] == LABELS["tumour"])
+    assert n, "no tumour on the slice OHIF shows"
+    biggest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(components), components, range(1, n + 1))))
+    rows, cols = np.nonzero(components == biggest)
+    centre = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)
+    j, i = int(rows[centre]), int(cols[centre])
+    _, (xy,) = on_slice(page, np.array([[i, j, z0]]))
+    rect = page.evaluate(JS_VIEWPORT_RECT, AXIAL)
+
+    page.get_by_text("Point Prompts", exact=True).click()
+    page.locator("tr.clickable-row", has_text="tumour").click()
+    page.mouse.click(rect["x"] + xy[0], rect["y"] + xy[1])
+    with page.expect_response(lambda r: "/infer/medmrcnn_interactive" in r.url, timeout=300_000) as answer:
+        page.get_by_title("Run PointPrompts", exact=True).click()
+    assert answer.value.status == 200, answer.value.text()[:300]
+    sent = sent_params(answer.value.request.post_data_buffer)
+    served = nrrd_bytes(answer.value.body()).reshape(truth.shape)
+    page.wait_for_function(JS_HAS_LABELS, timeout=60_000)
+    page.wait_for_timeout(1500)
+    shot(page, "3-point-prompt.png")
+    # OHIF sends the click as a voxel index (i, j, k), and the keys it sends with every result.
+    assert np.abs(np.array(sent["foreground"]) - [i, j, z0]).max() <= 1, sent
+    assert {k: sent[k] for k in OHIF_PARAMS} == OHIF_PARAMS
+
+    # The tumour that was clicked comes back, alone, with the tumour's value; OHIF shows it as "tumour".
+    assert set(np.unique(served)) == {0, LABELS["tumour"]} and served[z0, j, i] == LABELS["tumour"]
+    instance = phantom.gt_instances == phantom.gt_instances[z0, j, i]
+    got = served == LABELS["tumour"]
+    assert 2 * (got & instance).sum() / (got.sum() + instance.sum()) > 0.6
+    names = page.evaluate(JS_SEGMENT_NAMES, PANEL_SEGMENTATION)
+    held = labelmap(page, "1").reshape(truth.shape)
+    assert held[z0, j, i] == names["tumour"] and set(np.unique(held)) == {0, names["tumour"]}
+
+
 def test_auto_segmentation_is_displayed_with_our_label_names(page: Page, server, archive) -> None:
     _, series, phantom = archive
-    before = shot(page, "3-before-run.png", AXIAL)
+    before = np.asarray(Image.open(ARTIFACTS / IMAGE_ONLY).convert("RGB")).astype(np.int16)
     with page.expect_response(lambda r: "/infer/medmrcnn_volume" in r.url, timeout=300_000) as answer:
         page.get_by_title("Run Segmentation", exact=True).click()
     assert answer.value.status == 200, answer.value.text()[:300]
