@@ -1,11 +1,8 @@
 """`run_benchmarks`: fixtures -> each benchmark side by side with its baseline -> targets -> one JSON document.
 
     prepare fixtures -> inference (R50-FPN, demo) -> training -> DICOM load -> DICOM-SEG export -> end to end
-<<<<<<< HEAD
-    -> portable models (TorchScript, ONNX Runtime) -> FLOPs vs peak -> targets
-=======
-    -> FLOPs vs peak -> prompted segmentation (first vs next prompt, propagation) -> targets
->>>>>>> issue-14
+    -> portable models (TorchScript, ONNX Runtime) -> FLOPs vs peak -> prompted segmentation (first vs next
+    prompt, propagation) -> targets
 A benchmark that fails is recorded as {"error": ...} and the others still run.
 """
 
@@ -27,11 +24,8 @@ from medmrcnn.bench.fixtures import prepare
 from medmrcnn.bench.flops import bench_flops
 from medmrcnn.bench.inference import bench_inference
 from medmrcnn.bench.measure import IsolatedRunner
-<<<<<<< HEAD
 from medmrcnn.bench.portable import bench_portable
-=======
 from medmrcnn.bench.prompts import bench_prompts
->>>>>>> issue-14
 from medmrcnn.bench.settings import BenchSettings
 from medmrcnn.bench.targets import evaluate_targets
 from medmrcnn.bench.training import bench_training

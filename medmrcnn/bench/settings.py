@@ -6,13 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-<<<<<<< HEAD
 BENCHMARKS = ("inference_r50", "inference_demo", "training", "dicom_load", "seg_export", "end_to_end", "portable",
-              "flops")
-=======
-BENCHMARKS = ("inference_r50", "inference_demo", "training", "dicom_load", "seg_export", "end_to_end", "flops",
-              "prompts")
->>>>>>> issue-14
+              "flops", "prompts")
 
 
 def available_cpus() -> int:
