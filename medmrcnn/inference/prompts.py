@@ -241,10 +241,11 @@ class PromptSegmenter:
 
     def _normalised(self, volume: Volume, key: Hashable) -> np.ndarray:
         """The volume normalised by the model's intensity preset; the last image's copy is reused."""
-        if self._image is None or self._image[0] != key:
+        image = self._image  # one read: another thread may replace it meanwhile
+        if image is None or image[0] != key:
             preset = resolve_intensity(self.cfg.intensity or self.model_cfg.intensity, volume.modality)
-            self._image = (key, normalise_volume(volume, preset))
-        return self._image[1]
+            image = self._image = (key, normalise_volume(volume, preset))
+        return image[1]
 
     def _features(self, volume: Volume, key: Hashable, z: int) -> SliceFeatures:
         def compute() -> SliceFeatures:
