@@ -22,6 +22,7 @@ from dicomweb_client import DICOMwebClient
 from monailabel.client import MONAILabelClient
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from medmrcnn.io import load_volume
 from medmrcnn.synthetic import make_ct_phantom
@@ -76,6 +77,8 @@ JS_CANVAS_POINTS = """([viewportId, ijk]) => {
     const k = volume.imageData.worldToIndex(vp.getCamera().focalPoint)[2];
     return {slice: Math.round(k), points: ijk.map(p => vp.worldToCanvas(volume.imageData.indexToWorld(p)))};
 }"""
+JS_HAS_POINT = """() => window.cornerstoneTools.annotation.state.getAllAnnotations()
+    .some(a => a.metadata.toolName === 'ProbeMONAILabel')"""
 JS_VIEWPORT_RECT = """(id) => { const r = window.cornerstone.getRenderingEngines()[0].getViewport(id)
     .element.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; }"""
 JS_VIEWPORT_READY = """(id) => { const e = window.cornerstone && window.cornerstone.getRenderingEngines()[0];
@@ -189,9 +192,17 @@ def test_a_click_in_a_tumour_brings_that_tumour_back(page: Page, archive) -> Non
     _, (xy,) = on_slice(page, np.array([[i, j, z0]]))
     rect = page.evaluate(JS_VIEWPORT_RECT, AXIAL)
 
-    page.get_by_text("Point Prompts", exact=True).click()
+    page.get_by_text("Point Prompts", exact=True).click()  # activates OHIF's point tool
     page.locator("tr.clickable-row", has_text="tumour").click()
-    page.mouse.click(rect["x"] + xy[0], rect["y"] + xy[1])
+    # OHIF's Run throws (no request) when no point was placed, e.g. a click before the tool was active: retry.
+    for _ in range(3):
+        page.mouse.click(rect["x"] + xy[0], rect["y"] + xy[1])
+        try:
+            page.wait_for_function(JS_HAS_POINT, timeout=5000)
+            break
+        except PlaywrightTimeoutError:
+            page.wait_for_timeout(1000)
+    assert page.evaluate(JS_HAS_POINT), "OHIF placed no point where the viewport was clicked"
     with page.expect_response(lambda r: "/infer/medmrcnn_interactive" in r.url, timeout=300_000) as answer:
         page.get_by_title("Run PointPrompts", exact=True).click()
     assert answer.value.status == 200, answer.value.text()[:300]
