@@ -46,15 +46,6 @@ def _flag(request: dict[str, Any], key: str, default: bool) -> bool:
     raise ValueError(f"{key} must be true or false; got {value!r}")
 
 
-def _flag(value: Any, name: str) -> bool:
-    """A boolean request option (JSON true/false, or "true"/"false" from a query string)."""
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "false", "0"):
-        return str(value).lower() in ("true", "1")
-    raise ValueError(f"{name} must be true or false; got {value!r}")
-
-
 @dataclass(frozen=True)
 class InferOptions:
     """What one request asks for: the app's defaults overridden by the request's params (docs/plugin.md).
@@ -107,7 +98,7 @@ class InferOptions:
             mask_threshold=float(request.get("mask_threshold", settings.mask_threshold)),
             window=request.get("window") or settings.window,
             series=str(request["series"]) if request.get("series") not in (None, "") else None,
-            allow_irregular=_flag(request.get("allow_irregular", False), "allow_irregular"),
+            allow_irregular=_flag(request, "allow_irregular", False),
         )
         if opts.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {LABEL_TYPES}; got {opts.label_type!r}")
