@@ -15,7 +15,7 @@ from medmrcnn.inference.tiling import predict_tiled, tile_starts
 from medmrcnn.training.metrics import instance_overlaps, match_cells
 from medmrcnn.volume import Volume, affine_from_geometry
 
-TILE, OVERLAP = 192, 64
+TILE, OVERLAP = 224, 96  # overlap ~3 nucleus diameters: the network sees the same context as on the whole image
 
 
 def test_tile_starts_cover_the_image_with_the_overlap():
@@ -53,7 +53,7 @@ def test_tiled_inference_matches_whole_image_inference(nuclei, large):
         result = tiled.predict(volume)
     finally:
         SliceWisePredictor.predict_slices = original
-    grid = [len(tile_starts(512, TILE, OVERLAP))] * 2  # 4 x 4 tiles of 192 px over 512 x 512
+    grid = [len(tile_starts(512, TILE, OVERLAP))] * 2  # 4 x 4 tiles of 224 px over 512 x 512
     assert len(seen) == grid[0] * grid[1] and all(s[1] <= TILE and s[2] <= TILE for s in seen)  # never the image
     assert result.metadata["tiles"]["grid_yx"] == grid
     reference = whole.predict(volume).instance_map[0]
