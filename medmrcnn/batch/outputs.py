@@ -129,10 +129,11 @@ def write_outputs(result: Any, volume: Volume, folder: Path, formats: Sequence[s
             notes.append(f"gantry tilt of {shear_degrees(volume.affine):.2f} degrees: NIfTI outputs are on an "
                          "orthogonal grid (slices shifted within their planes), not the sheared input grid")
     if "seg" in formats:
+        what = "DICOM-SEG or SR" if "sr" in formats else "DICOM-SEG"
         if not volume.source_datasets:
-            notes.append("no DICOM-SEG: the input is not DICOM")
+            notes.append(f"no {what}: the input is not DICOM")
         elif not result.instances:
-            notes.append("no DICOM-SEG: nothing found (an empty DICOM-SEG is not valid)")
+            notes.append(f"no {what}: nothing found (an empty DICOM-SEG is not valid)")
         else:
             from medmrcnn.dicomseg import write_seg
 

@@ -12,7 +12,8 @@ from typing import Any
 from medmrcnn.bench.compare import load_average
 from medmrcnn.bench.settings import available_cpus
 
-PACKAGES = ("torch", "torchvision", "numpy", "monai", "pydicom", "highdicom", "SimpleITK", "scipy", "safetensors")
+PACKAGES = ("torch", "torchvision", "numpy", "monai", "pydicom", "highdicom", "SimpleITK", "scipy", "safetensors",
+            "onnxruntime", "onnx")
 
 
 def _cpu_model() -> str:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Modules the forkserver imports once, so that children start without paying for them.
 PRELOAD = ["torch", "torchvision", "medmrcnn.bench.fixtures", "medmrcnn.bench.inference", "medmrcnn.bench.training",
-           "medmrcnn.bench.dicom", "medmrcnn.bench.end_to_end", "medmrcnn.bench.flops"]
+           "medmrcnn.bench.dicom", "medmrcnn.bench.end_to_end", "medmrcnn.bench.flops", "medmrcnn.bench.prompts"]
 _MB = 2**20
 
 

@@ -67,7 +67,9 @@ def run_variant(spec: dict[str, Any], probe: Probe) -> dict[str, Any]:
             return session.run(None, {"image": x})
     else:
         if spec["variant"] == "torchscript":
-            module = torch.jit.load(spec["file"], map_location=device)
+            from medmrcnn.deploy.portable import load_torchscript
+
+            module = load_torchscript(spec["file"], device)
         else:
             from medmrcnn.deploy.portable import SliceDetector
             from medmrcnn.modeling.checkpoint import load_model
@@ -104,7 +106,8 @@ def bench_portable(runner: IsolatedRunner, settings: BenchSettings, fixtures: di
     n = len(slices)
     figures = {name: summarise(s, n, "slices") for name, s in samples.items()}
     reference = samples[OURS][0]
-    out: dict[str, Any] = {"slices": n, "network_matrix": list(slices.shape[2:]), "export_s": round(export["seconds"], 2),
+    out: dict[str, Any] = {"slices": n, "network_matrix": list(slices.shape[2:]),
+                           "export_s": round(export["seconds"], 2),
                            "variants": figures, "ratios": {}, "parity": {}}
     for name in EXPORTED:
         got = samples[name][0]

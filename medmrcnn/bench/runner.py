@@ -2,7 +2,8 @@
 
     prepare fixtures -> inference (R50-FPN, demo) -> training -> DICOM load -> DICOM-SEG export -> end to end
     -> portable models (TorchScript, ONNX Runtime) -> FLOPs vs peak -> cells per second on a large microscopy
-    image -> targets
+    image -> mask refinement cost -> prompted
+    segmentation (first vs next prompt, propagation) -> targets
 A benchmark that fails is recorded as {"error": ...} and the others still run.
 """
 
@@ -26,6 +27,8 @@ from medmrcnn.bench.flops import bench_flops
 from medmrcnn.bench.inference import bench_inference
 from medmrcnn.bench.measure import IsolatedRunner
 from medmrcnn.bench.portable import bench_portable
+from medmrcnn.bench.refinement import bench_mask_refinement
+from medmrcnn.bench.prompts import bench_prompts
 from medmrcnn.bench.settings import BenchSettings
 from medmrcnn.bench.targets import evaluate_targets
 from medmrcnn.bench.training import bench_training
@@ -68,6 +71,8 @@ def run_benchmarks(settings: BenchSettings, workdir: str | Path | None = None,
             "portable": lambda: bench_portable(runner, settings, fixtures, work),
             "flops": lambda: bench_flops(runner, settings, fixtures, results),
             "cells": lambda: bench_cells(runner, settings, work),
+            "mask_refinement": lambda: bench_mask_refinement(runner, settings, fixtures, work),
+            "prompts": lambda: bench_prompts(runner, settings, fixtures["demo_weights"]),
         }
         for name, step in steps.items():
             if name not in settings.only:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 BENCHMARKS = ("inference_r50", "inference_demo", "training", "dicom_load", "seg_export", "end_to_end", "portable",
-              "flops", "cells")
+              "flops", "cells", "mask_refinement", "prompts")
 
 
 def available_cpus() -> int:

@@ -9,6 +9,7 @@ from medmrcnn.bench.settings import BenchSettings
 # The DICOM-SEG target is stated for this case on two CPU cores.
 SEG_TARGET_SHAPE = [300, 512, 512]
 SEG_TARGET_S = 3.0
+REFINEMENT_MAX_RATIO = 1.3
 
 
 def _target(name: str, value: float | None, threshold: float, higher_is_better: bool, applies: bool = True,
@@ -52,6 +53,23 @@ def evaluate_targets(results: dict[str, Any], settings: BenchSettings) -> list[d
                        SEG_TARGET_S, False, full_case,
                        "" if full_case else f"measured on {seg.get('series')} with {settings.threads} threads: "
                                             "not the target case"))
+    refine = results.get("mask_refinement", {})
+    same = bool(refine.get("agreement", {}).get("agrees"))
+    out.append(_target(f"{device} inference with point-refined masks <= {REFINEMENT_MAX_RATIO}x the plain mask head",
+                       refine.get("ratios", {}).get("time_ratio"), REFINEMENT_MAX_RATIO, False, same,
+                       "same detections" if same else "detections differ or not measured"))
+    prompts = results.get("prompts", {})
+    if "variants" in prompts:
+        two_cpu = settings.threads == 2 and not settings.cuda and prompts["matrix"] == [512, 512]
+        m = prompts["matrix"][0]
+        for suffix, seen in (("", f"{m} x {m}, 0.7 mm at 512: network at half size"),
+                             ("_net512", f"{m} x {m}, 1.4 mm at 512: network at full size")):
+            out.append(_target(f"Next prompt >= 10x faster than the first (demo model, {seen})",
+                               prompts[f"next_vs_first_speedup{suffix}"], 10.0, True, True,
+                               f"CPU-time ratio {prompts[f'next_vs_first_cpu_speedup{suffix}']}x"))
+            out.append(_target(f"Next prompt < 0.3 s on 2 CPU cores ({seen})",
+                               prompts["variants"][f"next_prompt{suffix}"]["median_s"], 0.3, False, two_cpu,
+                               "" if two_cpu else "not the target case (2 CPU threads, 512 x 512)"))
     if settings.cuda:
         r50 = results.get("inference_r50", {}).get("variants", {}).get("medmrcnn", {})
         matrix = results.get("inference_r50", {}).get("matrix")

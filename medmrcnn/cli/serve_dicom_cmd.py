@@ -1,4 +1,4 @@
-"""`medmrcnn serve-dicom`: the DICOM node (receive from PACS, segment, send SEG + SR back); `... status`: its journal."""
+"""`medmrcnn serve-dicom`: the DICOM node (receive from a PACS, segment, send SEG + SR back); `status`: its journal."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ ONNX_OPSET = 17
 
 
 class SliceDetector(nn.Module):
-    """A torchvision Mask R-CNN in eval mode with a flat signature: image (C, H, W) -> (boxes, labels, scores, masks)."""
+    """A torchvision Mask R-CNN (eval mode) with a flat signature: image (C, H, W) -> boxes, labels, scores, masks."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -151,11 +151,16 @@ def run_exported(path: Path, image: np.ndarray) -> tuple[np.ndarray, ...]:
     """(boxes, labels, scores, masks) of an exported model.pt / model.onnx for one slice (C, H, W) on the CPU."""
     if path.suffix == ".onnx":
         return tuple(onnx_session(path).run(None, {INPUT_NAME: np.ascontiguousarray(image, np.float32)}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; Triton still serves it
-        module = torch.jit.load(str(path), map_location="cpu")
+    module = load_torchscript(path)
     with torch.no_grad():
         return tuple(t.numpy() for t in module(torch.from_numpy(np.ascontiguousarray(image, np.float32))))
+
+
+def load_torchscript(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    """An exported model.pt, loaded on `device`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; Triton still serves it
+        return torch.jit.load(str(path), map_location=device)
 
 
 _SESSIONS: dict[Path, Any] = {}

@@ -31,7 +31,7 @@ MILLIMETRE = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
 # The procedure each modality's report is about (TID 1500 row 4, CID 100); other modalities: a generic one.
 PROCEDURES = {"CT": codes.LN.CTUnspecifiedBodyRegion, "MR": codes.LN.MRIUnspecifiedBodyRegion,
               "PT": codes.LN.PETUnspecifiedBodyRegion, "NM": codes.LN.NMUnspecifiedBodyRegion}
-GENERIC_PROCEDURE = hd.sr.CodedConcept("P5-09051", "SRT", "Imaging procedure")  # as CID 100 lists it
+GENERIC_PROCEDURE = codes.SCT.ImagingProcedure
 SERIES_DESCRIPTION = "medmrcnn measurements"
 
 
@@ -64,8 +64,9 @@ def segment_for_instance(seg: pydicom.Dataset, record: InstanceRecord) -> Segmen
     return found
 
 
-def _measurement_group(record: InstanceRecord, seg: pydicom.Dataset, segment: SegmentRef,
-                       algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+def _measurement_group(
+    record: InstanceRecord, seg: pydicom.Dataset, segment: SegmentRef, algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """TID 1411 for one instance: segment reference, finding, volume, longest axial diameter, centre of mass."""
     referenced = hd.sr.ReferencedSegment(
         sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=segment.number,

@@ -17,6 +17,8 @@ from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import box_iou
 
+from medmrcnn.modeling.point_head import PointRendRoIHeads
+
 
 @dataclass
 class RawDetections:
@@ -59,11 +61,12 @@ class RawDetections:
         return RawDetections(b, self.scores, self.labels, m)
 
 
-def run_detector(model: nn.Module, images: torch.Tensor) -> list[RawDetections]:
+def run_detector(model: nn.Module, images: torch.Tensor, refine_min_score: float = 0.0) -> list[RawDetections]:
     """Per-slice detections of a torchvision Mask R-CNN (eval mode) for FloatTensor[B, C, H, W] images.
 
     Runs transform -> backbone -> rpn -> roi_heads exactly as torchvision does, then rescales boxes to the input
-    grid but leaves masks as M x M box-relative probabilities (see module docstring).
+    grid but leaves masks as M x M box-relative probabilities (see module docstring). With a point-refining model
+    only detections scoring at least `refine_min_score` are refined (the others keep their coarse masks).
     """
     size = (int(images.shape[-2]), int(images.shape[-1]))
     image_list, _ = model.transform(list(images))
@@ -71,7 +74,8 @@ def run_detector(model: nn.Module, images: torch.Tensor) -> list[RawDetections]:
     if isinstance(features, torch.Tensor):
         features = OrderedDict([("0", features)])
     proposals, _ = model.rpn(image_list, features)
-    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
+    extra = {"refine_min_score": refine_min_score} if isinstance(model.roi_heads, PointRendRoIHeads) else {}
+    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes, **extra)
     out = []
     for det, net_size in zip(detections, image_list.image_sizes):
         boxes = resize_boxes(det["boxes"], net_size, size) if tuple(net_size) != size else det["boxes"]
@@ -79,13 +83,17 @@ def run_detector(model: nn.Module, images: torch.Tensor) -> list[RawDetections]:
     return out
 
 
-def run_detector_tta(model: nn.Module, images: torch.Tensor, flips: tuple[str, ...], iou: float) -> list[RawDetections]:
-    """`run_detector` on the images and on each flipped copy ("x", "y"), merged per slice by `merge_views`."""
-    views = [run_detector(model, images)]
+def run_detector_tta(model: nn.Module, images: torch.Tensor, flips: tuple[str, ...], iou: float,
+                     refine_min_score: float = 0.0) -> list[RawDetections]:
+    """`run_detector` on the images and on each flipped copy ("x", "y"), merged per slice by `merge_views`.
+
+    A merged score is a mean over views, so any merged detection reaching `refine_min_score` has a refined member.
+    """
+    views = [run_detector(model, images, refine_min_score)]
     size = (int(images.shape[-2]), int(images.shape[-1]))
     for axis in flips:
         dim = -1 if axis == "x" else -2
-        views.append([d.flipped(axis, size) for d in run_detector(model, images.flip(dim))])
+        views.append([d.flipped(axis, size) for d in run_detector(model, images.flip(dim), refine_min_score)])
     if len(views) == 1:
         return views[0]
     return [merge_views([v[i] for v in views], iou) for i in range(len(images))]

@@ -168,16 +168,19 @@ class SliceWisePredictor:
                                             cfg.class_mask_thresholds.get(n, cfg.mask_threshold))
                      for n in {**cfg.class_score_thresholds, **cfg.class_mask_thresholds} if n in self.labels.names}
         info: dict[str, Any] = {}
-        for z, det, scale_xy in self.detect_slices(volume, progress, info):
+        keep_from = min([cfg.score_threshold, *cfg.class_score_thresholds.values()])
+        for z, det, scale_xy in self.detect_slices(volume, progress, info, refine_min_score=keep_from):
             slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
                                            cfg.duplicate_overlap, per_class)
         return slices, info
 
     def detect_slices(self, volume: Volume, progress: Callable[[int], None] | None = None,
-                      info: dict[str, Any] | None = None) -> Iterator[tuple[int, RawDetections, tuple[float, float]]]:
+                      info: dict[str, Any] | None = None, refine_min_score: float = 0.0
+                      ) -> Iterator[tuple[int, RawDetections, tuple[float, float]]]:
         """The network's raw detections per slice run, as (z, detections on the network grid, original pixels per
         network pixel along x and y), in z order; skipped slices are left out. `info` is filled with the run's
-        description (intensity preset, network grid, batch size, slices run) before the first slice."""
+        description (intensity preset, network grid, batch size, slices run) before the first slice. With mask
+        refinement, only detections scoring at least `refine_min_score` are refined (the rest keep coarse masks)."""
         cfg, mcfg = self.cfg, self.model_cfg
         _, sy, sx = volume.spacing
         net_size = inplane_size(volume.shape[1:], (sy, sx), mcfg.pixel_spacing_mm)
@@ -210,7 +213,7 @@ class SliceWisePredictor:
                 if self.device.type == "cuda":
                     batch = batch.pin_memory()
                 batch = resize_slices(batch.to(self.device, non_blocking=True), net_size)
-                detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou)
+                detections = run_detector_tta(self.model, batch, cfg.tta_flips, cfg.tta_iou, refine_min_score)
             for z, det in zip(zs, detections):
                 yield int(z), det, scale_xy
             if progress is not None:

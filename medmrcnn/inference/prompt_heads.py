@@ -31,12 +31,15 @@ class SliceFeatures:
         image_list: the transformed slice (its size drives the RPN anchors and RoIAlign scales).
         image_size: (height, width) of the original slice.
         net_size: (height, width) the slice was resampled to (the model's training pixel size).
+        proposals: the RPN's proposals on the original grid once `rpn_proposals` computed them (kept with the
+            features: they depend on nothing else).
     """
 
     features: OrderedDict[str, torch.Tensor]
     image_list: ImageList
     image_size: tuple[int, int]
     net_size: tuple[int, int]
+    proposals: torch.Tensor | None = None
 
     @property
     def scale_xy(self) -> tuple[float, float]:
@@ -78,10 +81,13 @@ def compute_slice_features(model: nn.Module, image: np.ndarray, net_size: tuple[
 
 
 def rpn_proposals(model: nn.Module, feats: SliceFeatures) -> torch.Tensor:
-    """FloatTensor[P, 4]: the RPN's proposals for the slice (after its NMS), on the original grid, on the CPU."""
-    with torch.inference_mode():
-        proposals, _ = model.rpn(feats.image_list, feats.features)
-    return feats._from_model(proposals[0].float()).cpu()
+    """FloatTensor[P, 4]: the RPN's proposals for the slice (after its NMS), on the original grid, on the CPU;
+    computed once per slice and kept in `feats`."""
+    if feats.proposals is None:
+        with torch.inference_mode():
+            proposals, _ = model.rpn(feats.image_list, feats.features)
+        feats.proposals = feats._from_model(proposals[0].float()).cpu()
+    return feats.proposals
 
 
 def classify_boxes(model: nn.Module, feats: SliceFeatures, boxes: torch.Tensor

@@ -241,10 +241,11 @@ class PromptSegmenter:
 
     def _normalised(self, volume: Volume, key: Hashable) -> np.ndarray:
         """The volume normalised by the model's intensity preset; the last image's copy is reused."""
-        if self._image is None or self._image[0] != key:
+        image = self._image  # one read: another thread may replace it meanwhile
+        if image is None or image[0] != key:
             preset = resolve_intensity(self.cfg.intensity or self.model_cfg.intensity, volume.modality)
-            self._image = (key, normalise_volume(volume, preset))
-        return self._image[1]
+            image = self._image = (key, normalise_volume(volume, preset))
+        return image[1]
 
     def _features(self, volume: Volume, key: Hashable, z: int) -> SliceFeatures:
         def compute() -> SliceFeatures:
@@ -363,12 +364,14 @@ class PromptSegmenter:
         if not len(scores):
             return None
         keep = batched_nms(boxes, scores, labels, 0.7)[: self.cfg.max_candidates]
-        masks = self._masks(feats, boxes[keep], labels[keep])
-        for i, m in zip(keep.tolist(), masks):
-            bg = avoid.get(z)
-            if m is None or not m[y, x] or (bg is not None and np.count_nonzero(m & bg) >= 0.5 * m.sum()):
+        bg = avoid.get(z)
+        for chunk in (keep[:1], keep[1:]):  # the best candidate usually fits: its mask alone first
+            if not len(chunk):
                 continue
-            return int(labels[i]), _SliceObject(float(scores[i]), _mask_box(m), m)
+            for i, m in zip(chunk.tolist(), self._masks(feats, boxes[chunk], labels[chunk])):
+                if m is None or not m[y, x] or (bg is not None and np.count_nonzero(m & bg) >= 0.5 * m.sum()):
+                    continue
+                return int(labels[i]), _SliceObject(float(scores[i]), _mask_box(m), m)
         return None
 
     def _background_objects(self, volume: Volume, key: Hashable, prompt: Prompt) -> dict[int, np.ndarray]:

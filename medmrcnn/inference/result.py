@@ -81,6 +81,14 @@ class VolumeResult:
         """Number of 3D instances."""
         return len(self.instances)
 
+    def with_classes(self, class_ids: list[int] | tuple[int, ...]) -> "VolumeResult":
+        """The same result holding only the instances of the given class ids (ids and records unchanged)."""
+        keep = [r for r in self.instances if r.class_id in class_ids]
+        inside = np.isin(self.class_map, list(class_ids))
+        return VolumeResult(self.volume, np.where(inside, self.instance_map, 0).astype(self.instance_map.dtype),
+                            np.where(inside, self.class_map, 0).astype(self.class_map.dtype), keep, self.labels,
+                            dict(self.metadata))
+
     def instances_of(self, class_name: str) -> list[InstanceRecord]:
         """The instances of one class."""
         cid = self.labels.id_of(class_name)

@@ -181,30 +181,42 @@ class PointRendRoIHeads(RoIHeads):
         return F.binary_cross_entropy_with_logits(logits, truth)
 
     def refine(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], coarse: torch.Tensor,
-               labels: torch.Tensor) -> list[torch.Tensor]:
-        """Adaptive subdivision of coarse logits [N, 1, M, M]: per image, logits [Ni, 1, R, R] (see class doc)."""
+               labels: torch.Tensor, refined: torch.Tensor) -> list[torch.Tensor]:
+        """Adaptive subdivision of coarse logits [N, 1, M, M]: per image, logits [Ni, 1, R, R] (see class doc).
+
+        Only the boxes where `refined` [N] (bool) is set are subdivided and decide R; the others are resampled
+        bilinearly to R (detections the caller will drop cost nothing).
+        """
         out, start = [], 0
         for i, b in enumerate(boxes):
             n = len(b)
-            base, lab = coarse[start:start + n], labels[start:start + n]
+            base, lab, chosen = coarse[start:start + n], labels[start:start + n], refined[start:start + n]
             start += n
-            logits = base
-            side = float((b[:, 2:] - b[:, :2]).max()) if n else 0.0
+            sel = torch.nonzero(chosen).flatten()
+            logits = base[sel]
+            side = float((b[sel, 2:] - b[sel, :2]).max()) if len(sel) else 0.0
             target = min(side, self.max_resolution)
             feats = {k: features[k][i:i + 1] for k in (self.fine_level, IMAGE_KEY)}
-            while n and logits.shape[-1] < target and logits.shape[-1] * 2 <= self.max_resolution:
+            rows = torch.arange(len(sel), device=b.device)
+            while len(sel) and logits.shape[-1] < target and logits.shape[-1] * 2 <= self.max_resolution:
                 logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
                 r = logits.shape[-1]
                 # Boundaries grow with the side, so the point budget does too (at least 16 points per row).
                 idx, points = most_uncertain_cells(logits, max(self.subdivision_points, 16 * r))
-                fine = self._point_features(feats, [b], points)
-                new = self.point_head(fine, point_sample(base, points))[torch.arange(n, device=b.device), lab]
-                logits = logits.flatten(1).scatter(1, idx, new).view(n, 1, r, r)
-            out.append(logits)
+                fine = self._point_features(feats, [b[sel]], points)
+                new = self.point_head(fine, point_sample(base[sel], points))[rows, lab[sel]]
+                logits = logits.flatten(1).scatter(1, idx, new).view(len(sel), 1, r, r)
+            r = logits.shape[-1]
+            full = base.clone() if r == base.shape[-1] else F.interpolate(base, size=(r, r), mode="bilinear",
+                                                                          align_corners=False)
+            full[sel] = logits
+            out.append(full)
         return out
 
-    def forward(self, features, proposals, image_shapes, targets=None):  # type: ignore[override]
-        """As RoIHeads.forward for a Mask R-CNN, with point-refined masks (see class doc)."""
+    def forward(self, features, proposals, image_shapes, targets=None, refine_min_score: float = 0.0
+                ):  # type: ignore[override]
+        """As RoIHeads.forward for a Mask R-CNN, with point-refined masks (see class doc); in eval, detections
+        scoring below `refine_min_score` (ones the caller drops) keep their coarse masks, resampled."""
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
@@ -229,7 +241,7 @@ class PointRendRoIHeads(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         flat_labels = torch.cat(labels)
         coarse = self._coarse_logits(features, boxes, image_shapes, flat_labels)
-        refined = self.refine(features, boxes, coarse, flat_labels)
+        refined = self.refine(features, boxes, coarse, flat_labels, torch.cat(scores) >= refine_min_score)
         return [{"boxes": b, "labels": lab, "scores": s, "masks": r.sigmoid()}
                 for b, lab, s, r in zip(boxes, labels, scores, refined)], {}
 

@@ -1,4 +1,5 @@
-"""Metrics: COCO AP (faster-coco-eval) on slices, volumetric Dice per class, lesion-wise detection in 3D.
+"""Metrics: COCO AP (faster-coco-eval) on slices, volumetric Dice per class, lesion-wise detection in 3D,
+Dice and boundary F1 of one mask pair.
 
 Slice predictions follow the model's output contract: boxes xyxy px, labels 1..N, scores, masks bool (N, H, W).
 """
@@ -11,6 +12,7 @@ import faster_coco_eval.core.mask as mask_utils
 import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 
@@ -228,3 +230,25 @@ class CellMatchAccumulator:
         """Mean accuracy over the thresholds (the DSB2018 score for the default 0.5..0.95)."""
         s = self.scores()
         return float(np.mean([s[t]["accuracy"] for t in self.thresholds]))
+
+
+def dice(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Dice overlap of two bool masks of the same shape (1.0 when both are empty)."""
+    total = int(gt.sum()) + int(pred.sum())
+    return 1.0 if total == 0 else 2.0 * int((gt & pred).sum()) / total
+
+
+def boundary_f1(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 1.0) -> float:
+    """Boundary F1 of two bool masks (2D or 3D, axes as `spacing` in mm): the harmonic mean of the fraction of
+    predicted boundary pixels within `tolerance_mm` of the true boundary and of true boundary pixels within it of
+    the predicted one. Boundaries are the masks' pixels with a background neighbour, holes included, so a
+    ring's inner edge counts as much as its outer edge. 1.0 when both are empty, 0.0 when one is.
+    """
+    edge_gt, edge_pred = gt & ~ndimage.binary_erosion(gt), pred & ~ndimage.binary_erosion(pred)
+    if not edge_gt.any() or not edge_pred.any():
+        return float(edge_gt.any() == edge_pred.any())
+    to_gt = ndimage.distance_transform_edt(~edge_gt, sampling=spacing)
+    to_pred = ndimage.distance_transform_edt(~edge_pred, sampling=spacing)
+    precision = float((to_gt[edge_pred] <= tolerance_mm).mean())
+    recall = float((to_pred[edge_gt] <= tolerance_mm).mean())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)

@@ -71,6 +71,17 @@ def test_quick_bench_writes_complete_results(tmp_path):
         assert r["agreement"]["torchvision_native"]["agrees"] or r["agreement"]["torchvision_native"][
             "reference_instances"] == 0, r["agreement"]["torchvision_native"]
 
+    # Prompted segmentation: the next prompt and the warm propagation take every slice's features from the cache.
+    prompts = results["prompts"]
+    assert "error" not in prompts, prompts.get("error")
+    for variant, fig in prompts["variants"].items():
+        assert _positive(fig["median_s"]) and fig["dice"] > 0.8 and fig["slices_covered"] >= 1, variant
+        warm = variant.startswith("next") or variant.endswith("warm")
+        assert (fig["cache"]["misses"] == 0) == warm and (fig["cache"]["hits"] > 0) == warm, variant
+    assert prompts["variants"]["propagation_cold"]["slices_covered"] == prompts["variants"]["propagation_cold"][
+        "liver_slices"] > 1
+    assert _positive(prompts["next_vs_first_speedup"]) and _positive(prompts["next_vs_first_speedup_net512"])
+
     assert results["dicom_load"]["identical_voxels"] is True
     # The exported models give PyTorch's detections on the same slices.
     assert all(p["same_detections"] for p in results["portable"]["parity"].values()), results["portable"]["parity"]

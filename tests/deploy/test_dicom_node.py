@@ -140,7 +140,7 @@ def test_non_image_and_corrupt_instances_are_refused_with_a_reason_while_the_res
 
 
 def test_killed_while_segmenting_the_node_resumes_and_delivers_once(orthanc, node, studies, tmp_path):
-    paths, series_uid = phantom_study(studies / "c", slices=24)
+    paths, series_uid = phantom_study(studies / "c", slices=48)  # long enough to be caught while segmenting
     orthanc.send_to_node(orthanc.upload(paths))
     wait_for("segmentation to start", lambda: node.state(series_uid) == "segmenting", 60, every_s=0.05)
     # While the study is segmented the node serves several associations at once.

@@ -119,3 +119,24 @@ def test_the_oldest_delivered_series_are_purged_above_the_disk_limit(tmp_path):
     assert left == ["k1", "k3"], left
     assert [r.purged for r in node.journal.all_series()] == [1, 0, 1, 0]
     assert os.path.exists(cfg.journal_path)
+
+
+def test_bad_options_are_usage_errors_and_a_storage_takes_one_node(tmp_path, capsys):
+    from medmrcnn.cli import main
+    from medmrcnn.deploy import NodeError
+    from tests.plugins.monailabel_server import free_port
+
+    assert main(["serve-dicom", "--storage", str(tmp_path)]) == 2
+    assert "--destination" in capsys.readouterr().err
+    assert main(["serve-dicom", "--storage", str(tmp_path), "--destination", "PACS-at-host"]) == 2
+    assert "AETITLE@host:port" in capsys.readouterr().err
+    assert main(["serve-dicom", "status", "--storage", str(tmp_path / "nothing")]) == 2
+    assert "no node journal" in capsys.readouterr().err
+    cfg = NodeConfig(tmp_path / "storage", Destination("PACS", "127.0.0.1", 104), host="127.0.0.1", port=free_port())
+    first = DicomNode(cfg, predictor=None, settings={})  # type: ignore[arg-type]
+    first.start()
+    try:
+        with pytest.raises(NodeError, match="another medmrcnn node uses this storage folder"):
+            DicomNode(cfg, predictor=None, settings={}).start()  # type: ignore[arg-type]
+    finally:
+        first.stop()

@@ -99,7 +99,7 @@ def test_sr_refuses_a_seg_of_another_study(dicom_result, tmp_path):
 
 
 def test_infer_formats_sr_writes_a_seg_and_an_sr_that_references_it(dicom_result, tmp_path):
-    """The demo weights on a small phantom: `infer --formats sr` writes seg.dcm (one segment per instance) and sr.dcm."""
+    """Demo weights on a small phantom: `infer --formats sr` writes seg.dcm (one segment per instance) and sr.dcm."""
     series = Path(dicom_result.volume.source_datasets[0].filename).parent
     out = tmp_path / "out"
     assert main(["infer", str(series), "-o", str(out), "--formats", "sr", "--device", "cpu", "--quiet"]) == 0
@@ -115,3 +115,16 @@ def test_infer_formats_sr_writes_a_seg_and_an_sr_that_references_it(dicom_result
         ref = group.referenced_segment[0].ReferencedSOPSequence[0]
         assert (ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)) == (seg.SOPInstanceUID,
                                                                                      numbers[tracking])
+
+
+def test_infer_formats_sr_without_findings_says_why(dicom_result, tmp_path):
+    from tests.batch.helpers import save_tiny_checkpoint
+
+    weights = save_tiny_checkpoint(tmp_path / "tiny.safetensors")  # untrained: finds nothing
+    series = Path(dicom_result.volume.source_datasets[0].filename).parent
+    out = tmp_path / "out"
+    assert main(["infer", str(series), "-o", str(out), "--formats", "sr", "--weights", str(weights), "--device",
+                 "cpu", "--quiet"]) == 0
+    (manifest,) = [json.loads(p.read_text()) for p in out.glob("*/study.json")]
+    assert manifest["outcome"]["outputs"] == []
+    assert "no DICOM-SEG or SR: nothing found" in " ".join(manifest["outcome"]["notes"])

@@ -141,7 +141,7 @@ def test_next_prompt_reuses_features_and_a_new_checkpoint_drops_them(phantom: Ph
     assert r2.metadata["cache"]["misses"] == 0 and r2.metadata["cache"]["hits"] > 0
     retrained = PromptSegmenter(*demo, cache=cache, model_key="b")
     r3 = retrained.segment(phantom.volume, click, "ct")
-    assert r3.metadata["cache"]["hits"] == 0 and len(cache) == r3.metadata["cache"]["misses"]
+    assert r3.metadata["cache"]["misses"] > 0 and len(cache) == r3.metadata["cache"]["misses"]
     assert np.array_equal(r3.mask, r1.mask)  # same weights under another key: same answer, recomputed
 
 

@@ -1,9 +1,10 @@
 """The plugin tests run in two environments.
 
 `.venv-monailabel` (monailabel 0.8.5, pydicom 2, numpy 1) runs test_server.py, test_dicomweb.py,
-test_app_units.py and test_interactive.py: a real MONAI Label server driven with MONAI Label's own client. The project venv runs
-test_bundle.py and test_in_plugin_venv.py, which runs the plugin-venv files in that venv (so `make test` covers
-everything). The plugin-venv run starts in the background with the first test of this folder, so the bundle tests
+test_app_units.py, test_interactive.py and test_ohif_browser.py: a real MONAI Label server driven with MONAI Label's
+own client, and the OHIF viewer shipped in its wheel driven in headless Chromium (playwright; run alone with
+`-m browser`). The project venv runs test_bundle.py and test_in_plugin_venv.py, which runs the plugin-venv files in
+that venv (so `make test` covers everything). The plugin-venv run starts in the background with the first test of this folder, so the bundle tests
 run while the MONAI Label servers start and work.
 """
 
@@ -23,7 +24,8 @@ APP_DIR = ROOT / "plugins" / "monailabel"
 PLUGIN_VENV = ROOT / ".venv-monailabel"
 PLUGIN_PYTHON = PLUGIN_VENV / "bin" / "python"
 # Run side by side (each starts its own server and mostly waits on it).
-PLUGIN_VENV_GROUPS = [["test_server.py"], ["test_dicomweb.py", "test_app_units.py", "test_interactive.py"]]
+PLUGIN_VENV_GROUPS = [["test_server.py"],
+                      ["test_dicomweb.py", "test_app_units.py", "test_interactive.py", "test_ohif_browser.py"]]
 PLUGIN_VENV_FILES = [f for group in PLUGIN_VENV_GROUPS for f in group]
 MAIN_VENV_FILES = ["test_bundle.py", "test_in_plugin_venv.py"]
 DELEGATING_TEST = "test_plugin_suite_passes_in_plugin_venv"

@@ -14,6 +14,7 @@ from medmrcnn.batch.model import DEMO_WEIGHTS
 from medmrcnn.errors import LabelConfigError
 from medmrcnn.labels import LabelMap
 from tests.plugins.conftest import APP_DIR, ROOT
+from tests.plugins.viewer_params import OHIF_PARAMS, SLICER_PARAMS
 
 pytestmark = pytest.mark.monailabel
 
@@ -88,14 +89,6 @@ def infer_module(settings_module):
         yield importlib.import_module("lib.infer")
     finally:
         sys.path.remove(str(APP_DIR))
-
-
-# What the viewers shipped with monailabel 0.8.5 send (their source: OHIF v3 extension services/MonaiLabelClient.js,
-# 3D Slicer module MONAILabel.py `infer()` plus every key of the model's /info/ config, lists as their first entry).
-OHIF_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False,
-               "restore_label_idx": False}
-SLICER_PARAMS = {"label_type": "class", "score_threshold": 0.5, "mask_threshold": 0.5, "window": "",
-                 "result_format": "auto", "result_extension": ".nrrd", "result_dtype": "uint8"}
 
 
 @pytest.mark.parametrize("dicom", [False, True])

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,48 +23,22 @@ from medmrcnn.io import load_volume, save_volume
 from medmrcnn.synthetic import make_ct_phantom
 from medmrcnn.synthetic.dicom_series import write_dicom_series
 from tests.dicomseg.seg_tools import assert_dciodvfy_clean
-from tests.plugins.test_app_units import OHIF_PARAMS, SLICER_PARAMS
-from tests.plugins.monailabel_server import free_port, start_server
-
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+from tests.plugins.monailabel_server import start_server
+from tests.plugins.orthanc import HAVE_ORTHANC, MISSING_ORTHANC, running_orthanc, store
+from tests.plugins.viewer_params import OHIF_PARAMS, SLICER_PARAMS
 
 pytestmark = [
     pytest.mark.monailabel,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(not (Path(ORTHANC).exists() and DICOMWEB_PLUGIN.exists()),
-                       reason="Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc "
-                              "orthanc-dicomweb; `make .venv-monailabel/.installed` does it as root)"),
+    pytest.mark.skipif(not HAVE_ORTHANC, reason=MISSING_ORTHANC),
 ]
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory):
-    """A local Orthanc answering DICOMweb on 127.0.0.1 only; stopped by its PID."""
-    base = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
-    config = {"Name": "medmrcnn-test", "StorageDirectory": str(base / "db"), "IndexDirectory": str(base / "db"),
-              "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-              "AuthenticationEnabled": False, "Plugins": [str(DICOMWEB_PLUGIN)],
-              "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False}}
-    (base / "orthanc.json").write_text(json.dumps(config))
-    with open(base / "orthanc.log", "wb") as log:
-        proc = subprocess.Popen([ORTHANC, str(base / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            with urllib.request.urlopen(f"{url}/system", timeout=2):
-                break
-        except OSError:
-            assert proc.poll() is None, (base / "orthanc.log").read_text()[-3000:]
-            time.sleep(0.5)
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    """A local Orthanc answering DICOMweb on 127.0.0.1 only."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +47,7 @@ def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("study")
     ph = make_ct_phantom(shape=(4, 160, 160), spacing=(4.0, 1.4, 1.4), n_tumours=1, tumour_diameter_mm=(20, 25),
                          seed=31)
-    paths = write_dicom_series(ph.volume, base / "ct")
-    for path in paths:
-        req = urllib.request.Request(f"{orthanc}/instances", data=path.read_bytes(), method="POST")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            assert r.status == 200
+    store(orthanc, write_dicom_series(ph.volume, base / "ct"))
     volume = load_volume(base / "ct")
     truth = save_volume(volume.with_array(ph.class_map()), base / "truth.nii.gz")
     return {"dir": base / "ct", "series_uid": volume.series_uid, "truth": truth, "class_map": ph.class_map()}

@@ -187,6 +187,16 @@ def test_ohif_class_prompt_selects_the_class_inside_the_roi(client: MONAILabelCl
     assert dice(served(label_file, data["ct"]) == 3, gt == 6) >= 0.6
 
 
+def test_ohif_class_prompts_on_the_automatic_model_return_just_those_classes(
+    client: MONAILabelClient, data: dict
+) -> None:
+    label_file, result = client.infer(VOLUME, "ct", {"label_prompt": [2]})  # OHIF "Class Prompts": kidney
+    label = served(label_file, data["ct"])
+    assert set(np.unique(label)) == {0, 2}
+    assert len(result["instances"]) >= 2 and {r["class_name"] for r in result["instances"]} == {"kidney"}
+    assert status_of(lambda: client.infer(VOLUME, "ct", {"label_prompt": [7]}))[0] == 400
+
+
 def test_2d_image_click_returns_the_object(client: MONAILabelClient, data: dict) -> None:
     kidney = data["gt"][11:12] == 3
     label_file, result = client.infer(MODEL, "slice", {"foreground": [slicer_point(centre(kidney))]})
@@ -241,6 +251,7 @@ def test_corrected_label_fine_tunes_and_the_next_prompt_uses_the_new_checkpoint(
     published = server.model_dir / f"{VOLUME}.safetensors"  # type: ignore[attr-defined]
     label_file, after = client.infer(MODEL, "ct", {"label": "kidney", "roi": roi})
     assert after["checkpoint"] == {"path": str(published), "fine_tuned": True}
-    assert after["cache"]["hits"] == 0 and after["cache"]["misses"] > 0  # features of the old model were dropped
+    # The old model's features were dropped: all the cache holds now was computed for this prompt.
+    assert after["cache"]["misses"] > 0 and after["cache"]["slices"] == after["cache"]["misses"]
     assert client.info()["models"][MODEL]["checkpoint"] == str(published)
     assert dice(served(label_file, data["ct"]) == 2, data["gt"] == 3) >= 0.8

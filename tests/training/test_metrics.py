@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from medmrcnn.training.metrics import DiceAccumulator, coco_metrics, lesion_summary, match_instances
+from medmrcnn.training.metrics import (
+    DiceAccumulator, boundary_f1, coco_metrics, dice, lesion_summary, match_instances,
+)
 from medmrcnn.training.targets import instances_to_target
 
 
@@ -82,3 +84,20 @@ def test_lesion_matching_is_one_to_one_and_counts_false_positives():
     # A prediction of another class never matches.
     rows = match_instances(gt, {1: 1, 2: 1, 3: 1}, pred, {5: 2, 6: 1, 7: 1})
     assert next(r for r in rows if r["gt_id"] == 1)["pred_id"] is None
+
+
+def test_dice_and_boundary_f1_of_rings():
+    yy, xx = np.mgrid[0:80, 0:80] + 0.5
+    r = np.hypot(yy - 40, xx - 40)
+    ring = (r <= 30) & (r > 26)
+    assert dice(ring, ring) == 1.0 and boundary_f1(ring, ring, (0.5, 0.5)) == 1.0
+    filled = r <= 30  # the 28 x 28 head's failure: the hole filled in
+    assert dice(ring, filled) == pytest.approx(2 * ring.sum() / (ring.sum() + filled.sum()))
+    # Outer edge right, inner edge missing: half the true boundary is unmatched.
+    assert 0.5 < boundary_f1(ring, filled, (0.5, 0.5), 1.0) < 0.75
+    # Half a pixel more radius on each side (most edge pixels move): within 1 mm, mostly not within 0.25 mm.
+    thick = (r <= 30.5) & (r > 25.5)
+    assert boundary_f1(ring, thick, (0.5, 0.5), 1.0) == 1.0 and boundary_f1(ring, thick, (0.5, 0.5), 0.25) < 0.6
+    empty = np.zeros_like(ring)
+    assert boundary_f1(ring, empty, (1, 1)) == 0.0 and boundary_f1(empty, empty, (1, 1)) == 1.0
+    assert dice(empty, empty) == 1.0

@@ -47,15 +47,6 @@ def _flag(request: dict[str, Any], key: str, default: bool) -> bool:
     raise ValueError(f"{key} must be true or false; got {value!r}")
 
 
-def _flag(value: Any, name: str) -> bool:
-    """A boolean request option (JSON true/false, or "true"/"false" from a query string)."""
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "false", "0"):
-        return str(value).lower() in ("true", "1")
-    raise ValueError(f"{name} must be true or false; got {value!r}")
-
-
 @dataclass(frozen=True)
 class InferOptions:
     """What one request asks for: the app's defaults overridden by the request's params (docs/plugin.md).
@@ -108,7 +99,7 @@ class InferOptions:
             mask_threshold=float(request.get("mask_threshold", settings.mask_threshold)),
             window=request.get("window") or settings.window,
             series=str(request["series"]) if request.get("series") not in (None, "") else None,
-            allow_irregular=_flag(request.get("allow_irregular", False), "allow_irregular"),
+            allow_irregular=_flag(request, "allow_irregular", False),
         )
         if opts.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {LABEL_TYPES}; got {opts.label_type!r}")
@@ -161,7 +152,8 @@ class MedMRCNNInfer(InferTask):
 
     Request params (all optional): label_type "class"|"instance", result_format "auto"|"nifti"|"dicom_seg",
     result_extension (.nii.gz, .nii, .nrrd, .mha, .dcm), result_dtype, result_compress, restore_label_idx,
-    score_threshold, mask_threshold, window (`InferOptions`).
+    score_threshold, mask_threshold, window (`InferOptions`), label_prompt (label values to keep, as OHIF's Class
+    Prompts send them).
     """
 
     def __init__(self, slot: ModelSlot, settings: PluginSettings, dimension: int, description: str,
@@ -211,6 +203,8 @@ class MedMRCNNInfer(InferTask):
         with as_http_errors(f"{self.slot.name} options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()
+            prompt = request.get("label_prompt")
+            chosen = self.settings.labels.class_ids_of(prompt, self.slot.load().labels) if prompt else []
         with as_http_errors(f"{self.slot.name} infer on {Path(image).name}"):
             # A DICOM-SEG must reference the DICOM instances: segment the series itself, not a NIfTI copy of it.
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
@@ -220,6 +214,8 @@ class MedMRCNNInfer(InferTask):
             from medmrcnn.inference import SliceWisePredictor
 
             result = SliceWisePredictor(loaded.model, loaded.config, predictor_cfg).predict(volume)
+            if chosen:  # OHIF's Class Prompts: just the chosen classes
+                result = result.with_classes(chosen)
             t_infer = time.perf_counter()
             out, names = self._write(result, options)
         t_write = time.perf_counter()

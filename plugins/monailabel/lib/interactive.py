@@ -9,7 +9,7 @@ the ROI box) and OHIF's MONAI Label panel under "Point Prompts". Params, exactly
     roi: [i0, i1, j0, j1, k0, k1]  Slicer's ROI box, both ends inclusive, each pair in the order Slicer's RAS -> IJK
                                    conversion gives for this image (descending along axes that run against RAS)
     label: "kidney"                the segment's name: the object gets this class (Slicer sends it; OHIF does not)
-    label_prompt: [2, ...]         class values (OHIF's Class Prompts): the object may only be of these classes
+    label_prompt: [2, ...]         label values (as OHIF's Class Prompts send them): the object may only be of these
     slice: k                       sent by Slicer for 2D models only (its clicks are already on that slice)
 
 The result is a label file on the image grid holding just the object, with its class's label value, and the JSON row of
@@ -111,10 +111,16 @@ class InteractiveInfer(InferTask):
 
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info with the labels of the volume checkpoint served now."""
+        from medmrcnn.errors import MedMRCNNError
+
         info = super().info()
         if self.volume_slot.is_available():
             info["checkpoint"] = str(self.volume_slot.current_checkpoint())
-            info["labels"] = self.settings.labels.for_model(self.volume_slot.load().labels)
+            try:
+                info["labels"] = self.settings.labels.for_model(self.volume_slot.load().labels)
+            except MedMRCNNError as e:  # a broken checkpoint must not take /info/ down with it
+                log.error("medmrcnn_interactive: %s", e)
+                info["error"] = str(e)
         return info
 
     def is_valid(self) -> bool:
@@ -126,17 +132,18 @@ class InteractiveInfer(InferTask):
         path = self.volume_slot.current_checkpoint()
         return str(path) if path else None
 
-    def _load(self, image: str, series: str | None) -> tuple[tuple, Any]:
-        """(image key, Volume): the last image is kept, so consecutive prompts do not read it again."""
+    def _load(self, image: str, series_dir: str | None, options: InferOptions) -> tuple[tuple, Any]:
+        """(image key, Volume) read as the automatic models read it; the last image is kept, so consecutive
+        prompts do not read it again."""
         from medmrcnn.io import load_volume
 
-        path = Path(series or image)
+        path = Path(series_dir or image)
         st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, options.series, options.allow_irregular)
         with self._lock:
             if self._volume is not None and self._volume[0] == key:
                 return self._volume
-        volume = load_volume(path)
+        volume = load_volume(path, options.series, allow_irregular=options.allow_irregular)
         with self._lock:
             self._volume = (key, volume)
         return key, volume
@@ -156,18 +163,19 @@ class InteractiveInfer(InferTask):
 
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """Segment the object the request's prompt points at; return (label file, JSON)."""
-        from lib.datastore import dicom_series_dir
+        from lib.datastore import check_served_image, dicom_series_dir
 
         t0 = time.perf_counter()
         image = request.get("image")
         if not isinstance(image, str) or not image or not Path(image).exists():
             raise not_found(f"image {request.get('image')!r} is not in the datastore (upload it or pass a file)")
+        check_served_image(image)
         with as_http_errors("medmrcnn_interactive options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             mask_threshold = float(request.get("mask_threshold", self.settings.mask_threshold))
         with as_http_errors(f"medmrcnn_interactive on {Path(image).name}"):
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
-            key, volume = self._load(image, series)
+            key, volume = self._load(image, series, options)
             slot = self.image_slot if volume.is_2d and self.image_slot.is_available() else self.volume_slot
             loaded = slot.load()
         t_load = time.perf_counter()
@@ -220,15 +228,9 @@ class InteractiveInfer(InferTask):
             if not isinstance(label, str) or label not in output:
                 raise ValueError(f"label {label!r} is not one of this model's labels {sorted(output)}")
             classes.append(loaded.labels.id_of(label))
-        prompt_values = request.get("label_prompt") or []
-        if not isinstance(prompt_values, (list, tuple)):
-            raise ValueError(f"label_prompt must be a list of label values; got {prompt_values!r}")
-        by_value = {v: n for n, v in output.items()}
-        for v in prompt_values:
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) not in by_value:
-                raise ValueError(f"label_prompt value {v!r} is not one of this model's label values {by_value}")
-            if not label:  # Slicer's segment name wins over the panel's class list
-                classes.append(loaded.labels.id_of(by_value[int(v)]))
+        prompted = self.settings.labels.class_ids_of(request.get("label_prompt") or [], loaded.labels)
+        if not classes:  # Slicer's segment name wins over the panel's class list
+            classes = prompted
         if request.get("slice") is not None:
             _voxel([0, 0, request["slice"]], "slice")
         zyx = [(k, j, i) for i, j, k in _points(request, "foreground")]

@@ -61,6 +61,18 @@ class OutputLabels:
         inside = (values >= 0) & (values < len(lut))
         return np.where(inside, lut[np.clip(values, 0, len(lut) - 1)], 0).astype(np.uint16)
 
+    def class_ids_of(self, values: object, model_labels: LabelMap) -> list[int]:
+        """Model class ids of a request's list of output values (OHIF's "label_prompt"); ValueError names a bad one."""
+        if not isinstance(values, (list, tuple)):
+            raise ValueError(f"label_prompt must be a list of label values; got {values!r}")
+        by_value = {v: n for n, v in self.for_model(model_labels).items()}
+        out = []
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) not in by_value:
+                raise ValueError(f"label_prompt value {v!r} is not one of this model's label values {by_value}")
+            out.append(model_labels.id_of(by_value[int(v)]))
+        return out
+
 
 def parse_labels(text: str) -> OutputLabels:
     """`--conf labels`: a JSON object {"liver": 1, ...}, a path to such a JSON file, or names "liver,kidney" (1..N)."""
