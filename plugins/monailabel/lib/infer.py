@@ -147,7 +147,38 @@ def write_label(result: Any, options: InferOptions, settings: PluginSettings, pa
     return names
 
 
-class MedMRCNNInfer(InferTask):
+class ServedCheckpoint:
+    """The InferTask parts every model of the app shares, read from `self.slot`: listed only with a checkpoint, that
+    checkpoint served by /model, and /info/ showing its labels (they change after fine-tuning)."""
+
+    slot: ModelSlot
+    settings: PluginSettings
+
+    def info(self) -> dict[str, Any]:
+        """MONAI Label's model info, with the checkpoint served now and its labels."""
+        from medmrcnn.errors import MedMRCNNError
+
+        info = super().info()  # type: ignore[misc]
+        if self.slot.is_available():
+            info["checkpoint"] = str(self.slot.current_checkpoint())
+            try:
+                info["labels"] = self.settings.labels.for_model(self.slot.load().labels)
+            except MedMRCNNError as e:  # a broken checkpoint must not take /info/ down with it
+                log.error("%s: %s", self.slot.name, e)
+                info["error"] = str(e)
+        return info
+
+    def is_valid(self) -> bool:
+        """Listed by the server only when a checkpoint exists."""
+        return self.slot.is_available()
+
+    def get_path(self, validate: bool = True) -> str | None:
+        """The checkpoint file (MONAI Label's /model endpoint serves it with its checksum)."""
+        path = self.slot.current_checkpoint()
+        return str(path) if path else None
+
+
+class MedMRCNNInfer(ServedCheckpoint, InferTask):
     """Instance segmentation of a datastore image (or an uploaded file) with a medmrcnn checkpoint.
 
     Request params (all optional): label_type "class"|"instance", result_format "auto"|"nifti"|"dicom_seg",
@@ -167,29 +198,6 @@ class MedMRCNNInfer(InferTask):
                     "result_format": [AUTO, *RESULT_FORMATS]}
         super().__init__(type=InferType.SEGMENTATION, labels=None, dimension=dimension, description=description,
                          config=defaults)
-
-    def info(self) -> dict[str, Any]:
-        """MONAI Label's model info, with the labels of the checkpoint served now (they change after fine-tuning)."""
-        from medmrcnn.errors import MedMRCNNError
-
-        info = super().info()
-        if self.slot.is_available():
-            info["checkpoint"] = str(self.slot.current_checkpoint())
-            try:
-                info["labels"] = self.settings.labels.for_model(self.slot.load().labels)
-            except MedMRCNNError as e:  # a broken checkpoint must not take /info/ down with it
-                log.error("%s: %s", self.slot.name, e)
-                info["error"] = str(e)
-        return info
-
-    def is_valid(self) -> bool:
-        """Listed by the server only when a checkpoint exists."""
-        return self.slot.is_available()
-
-    def get_path(self, validate: bool = True) -> str | None:
-        """The checkpoint file (MONAI Label's /model endpoint serves it with its checksum)."""
-        path = self.slot.current_checkpoint()
-        return str(path) if path else None
 
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """Segment request["image"] (a local path: MONAI Label resolves datastore ids); return (label file, JSON)."""

@@ -29,7 +29,7 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.errors import as_http_errors, not_found
-from lib.infer import InferOptions, MedMRCNNInfer
+from lib.infer import InferOptions, MedMRCNNInfer, ServedCheckpoint
 from lib.models import LoadedModel, ModelSlot
 from lib.settings import PluginSettings
 
@@ -86,7 +86,7 @@ def _roi_box(value: Any, affine: np.ndarray) -> tuple[int, int, int, int, int, i
     return lo[2], lo[1], lo[0], hi[2], hi[1], hi[0]
 
 
-class InteractiveInfer(InferTask):
+class InteractiveInfer(ServedCheckpoint, InferTask):
     """Prompted segmentation with the checkpoint of a served model (its fine-tuned one once training published it).
 
     Volumes (z > 1) use `volume_slot`; single 2D images use `image_slot` when it has a checkpoint (cells), else
@@ -97,7 +97,7 @@ class InteractiveInfer(InferTask):
                  dicom_datastore: bool = False) -> None:
         from medmrcnn.inference.prompt_heads import FeatureCache
 
-        self.volume_slot = volume_slot
+        self.slot = volume_slot  # ServedCheckpoint: listed, served and labelled as the volume model
         self.image_slot = image_slot
         self.settings = settings
         self.dicom_datastore = dicom_datastore
@@ -108,29 +108,6 @@ class InteractiveInfer(InferTask):
         super().__init__(type=InferType.DEEPGROW, labels=None, dimension=3,
                          description="Box / click prompts: the object under a click or inside a box (3D or 2D)",
                          config={"mask_threshold": settings.mask_threshold})
-
-    def info(self) -> dict[str, Any]:
-        """MONAI Label's model info with the labels of the volume checkpoint served now."""
-        from medmrcnn.errors import MedMRCNNError
-
-        info = super().info()
-        if self.volume_slot.is_available():
-            info["checkpoint"] = str(self.volume_slot.current_checkpoint())
-            try:
-                info["labels"] = self.settings.labels.for_model(self.volume_slot.load().labels)
-            except MedMRCNNError as e:  # a broken checkpoint must not take /info/ down with it
-                log.error("medmrcnn_interactive: %s", e)
-                info["error"] = str(e)
-        return info
-
-    def is_valid(self) -> bool:
-        """Listed when the volume model has a checkpoint."""
-        return self.volume_slot.is_available()
-
-    def get_path(self, validate: bool = True) -> str | None:
-        """The volume checkpoint (MONAI Label's /model endpoint)."""
-        path = self.volume_slot.current_checkpoint()
-        return str(path) if path else None
 
     def _load(self, image: str, series_dir: str | None, options: InferOptions) -> tuple[tuple, Any]:
         """(image key, Volume) read as the automatic models read it; the last image is kept, so consecutive
@@ -176,7 +153,7 @@ class InteractiveInfer(InferTask):
         with as_http_errors(f"medmrcnn_interactive on {Path(image).name}"):
             series = dicom_series_dir(image) if options.result_format == "dicom_seg" else None
             key, volume = self._load(image, series, options)
-            slot = self.image_slot if volume.is_2d and self.image_slot.is_available() else self.volume_slot
+            slot = self.image_slot if volume.is_2d and self.image_slot.is_available() else self.slot
             loaded = slot.load()
         t_load = time.perf_counter()
         with as_http_errors("medmrcnn_interactive prompt", options=True):
