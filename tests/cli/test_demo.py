@@ -17,10 +17,7 @@ from medmrcnn.dicomseg import read_seg
 from medmrcnn.io import load_volume
 from medmrcnn.synthetic import CT_LABELS
 from tests.dicomseg.seg_tools import assert_dciodvfy_clean
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
+from tests.masks import dice
 
 
 @pytest.mark.slow

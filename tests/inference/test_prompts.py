@@ -14,20 +14,10 @@ from medmrcnn.inference.prompts import Prompt, PromptError, PromptSegmenter
 from medmrcnn.modeling import load_model
 from medmrcnn.synthetic import Phantom, make_ct_phantom
 from medmrcnn.volume import Volume
+from tests.masks import centre, dice
 
 # At the demo model's 1.4 mm pixels; seed 11 puts tumours 4 and 5 side by side in the liver and tumour 6 in kidney 2.
 LIVER, KIDNEY, TUMOUR = 1, 2, 3
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
-
-
-def centre(mask: np.ndarray) -> tuple[int, int, int]:
-    """The voxel of the mask nearest its centre of mass (inside it)."""
-    zyx = np.argwhere(mask)
-    com = np.array(ndimage.center_of_mass(mask))
-    return tuple(int(v) for v in zyx[np.argmin(((zyx - com) ** 2).sum(1))])  # type: ignore[return-value]
 
 
 def box_around(mask: np.ndarray, margin: int = 3) -> tuple[int, int, int, int, int, int]:

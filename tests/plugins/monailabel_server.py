@@ -11,10 +11,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from tests.plugins.conftest import APP_DIR
+
+if TYPE_CHECKING:
+    from monailabel.client import MONAILabelClient
 
 STARTUP_TIMEOUT_S = 240
 
@@ -86,3 +90,16 @@ def start_server(studies: Path, log: Path, conf: dict[str, str]) -> RunningServe
             time.sleep(1.0)
     server.stop()
     raise RuntimeError(f"server did not answer /info/ within {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+def train_and_wait(client: "MONAILabelClient", server: RunningServer, model: str, timeout_s: float = 400) -> None:
+    """Start a one-step fine-tuning of `model` through the client and wait until the server reports it DONE."""
+    task = client.train_start(model, {"max_epochs": 1, "steps_per_epoch": 1})
+    assert task["status"] in ("SUBMITTED", "RUNNING")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.train_status()
+        if status["status"] not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(1)
+    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.log_tail()

@@ -8,7 +8,6 @@ axes that run against RAS a pair comes high to low. `slicer_roi` below does that
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +20,8 @@ from scipy import ndimage
 from medmrcnn.io import save_volume
 from medmrcnn.synthetic import make_ct_phantom
 from medmrcnn.volume import Volume
-from tests.plugins.monailabel_server import RunningServer, start_server
+from tests.plugins.monailabel_server import RunningServer, start_server, train_and_wait
+from tests.masks import centre, dice
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.timeout(600)]
 
@@ -31,17 +31,6 @@ VOLUME = "medmrcnn_volume"
 PHANTOM = dict(shape=(16, 192, 192), spacing=(4.0, 1.4, 1.4), n_tumours=3, tumour_diameter_mm=(20.0, 30.0), seed=11)
 AUTO_THRESHOLD = "0.99"  # the automatic model's threshold on this server (--conf score_threshold)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1))
-
-
-def centre(mask: np.ndarray) -> tuple[int, int, int]:
-    """(z, y, x) of the mask's voxel nearest its centre of mass."""
-    zyx = np.argwhere(mask)
-    com = np.array(ndimage.center_of_mass(mask))
-    return tuple(int(v) for v in zyx[np.argmin(((zyx - com) ** 2).sum(1))])  # type: ignore[return-value]
 
 
 def slicer_point(zyx: tuple[int, int, int]) -> list[int]:
@@ -238,15 +227,7 @@ def test_corrected_label_fine_tunes_and_the_next_prompt_uses_the_new_checkpoint(
     _, before = client.infer(MODEL, "ct", {"label": "kidney", "roi": roi})
     assert before["checkpoint"]["fine_tuned"] is False
     assert client.save_label("ct", str(data["ct_truth"]))["label"] == "ct"  # the clinician's corrected label
-    task = client.train_start(VOLUME, {"max_epochs": 1, "steps_per_epoch": 1})
-    assert task["status"] in ("SUBMITTED", "RUNNING")
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:
-        status = client.train_status()
-        if status["status"] not in ("SUBMITTED", "RUNNING"):
-            break
-        time.sleep(1)
-    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.log_tail()
+    train_and_wait(client, server, VOLUME)
 
     published = server.model_dir / f"{VOLUME}.safetensors"  # type: ignore[attr-defined]
     label_file, after = client.infer(MODEL, "ct", {"label": "kidney", "roi": roi})

@@ -26,7 +26,8 @@ from medmrcnn.io import load_volume, save_volume
 from medmrcnn.modeling import build_model, read_checkpoint, save_checkpoint
 from medmrcnn.synthetic import make_ct_phantom, make_microscopy_image
 from tests.conftest import tiny_config
-from tests.plugins.monailabel_server import RunningServer, start_server
+from tests.plugins.monailabel_server import RunningServer, start_server, train_and_wait
+from tests.masks import dice
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.timeout(600)]
 
@@ -87,10 +88,6 @@ def library_result(path: Path, weights: Path = DEMO_WEIGHTS, **cfg):
 def ct_reference(data: dict[str, Path]):
     """The library's prediction for the main phantom (class and instance maps, instance table)."""
     return library_result(data["ct"])
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
 
 def test_info_lists_models_labels_trainers_and_strategy(client: MONAILabelClient) -> None:
@@ -316,15 +313,7 @@ def test_saved_label_and_train_publish_a_checkpoint_the_next_infer_uses(
     client: MONAILabelClient, server: RunningServer, data: dict[str, Path]
 ) -> None:
     assert client.datastore()["objects"]["ct"]["labels"]["final"]  # saved by the bad-requests test
-    task = client.train_start(VOLUME, {"max_epochs": 1, "steps_per_epoch": 1})
-    assert task["status"] in ("SUBMITTED", "RUNNING")
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:
-        status = client.train_status()
-        if status["status"] not in ("SUBMITTED", "RUNNING"):
-            break
-        time.sleep(1)
-    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.log_tail()
+    train_and_wait(client, server, VOLUME)
 
     published = server.model_dir / f"{VOLUME}.safetensors"  # type: ignore[attr-defined]
     ckpt = read_checkpoint(published)  # verified: readable and its SHA-256 matches
