@@ -13,7 +13,7 @@ from medmrcnn.inference.prompt_heads import FeatureCache
 from medmrcnn.inference.prompts import Prompt, PromptError, PromptSegmenter
 from medmrcnn.modeling import load_model
 from medmrcnn.synthetic import Phantom, make_ct_phantom
-from medmrcnn.volume import Volume
+from medmrcnn.volume import Volume, affine_from_geometry
 from tests.masks import centre, dice
 
 # At the demo model's 1.4 mm pixels; seed 11 puts tumours 4 and 5 side by side in the liver and tumour 6 in kidney 2.
@@ -158,3 +158,26 @@ def test_bad_prompts_are_refused_with_a_reason(phantom: Phantom, segmenter: Prom
                                                reason: str) -> None:
     with pytest.raises(PromptError, match=reason):
         segmenter.segment(phantom.volume, prompt, "ct")
+
+
+def test_a_click_or_box_on_a_real_nucleus_returns_that_nucleus(nuclei) -> None:
+    """NuClick-style use on real cells: the held-out part of the DSB2018 image, the session's real-nuclei model."""
+    image, truth = nuclei.parts["test"]
+    cell = Volume(image[None].astype(np.float32), affine_from_geometry((0.0005,) * 3, (0, 0, 0)), modality="SM")
+    segmenter = PromptSegmenter(*load_model(nuclei.weights, device="cpu"), model_key="nuclei")
+    h, w = truth.shape
+    inner = [i for i, sl in enumerate(ndimage.find_objects(truth), start=1)
+             if sl and sl[0].start > 2 and sl[1].start > 2 and sl[0].stop < h - 2 and sl[1].stop < w - 2
+             and np.count_nonzero(truth == i) >= 40]
+    assert len(inner) >= 30
+    by_click, by_box, foreign = [], [], []
+    for i in inner:
+        nucleus = truth == i
+        clicked = segmenter.segment(cell, Prompt(foreground=((0, *centre(nucleus)),)), "test").mask[0]
+        boxed = segmenter.segment(cell, Prompt(box=box_around(nucleus[None], margin=2)), "test").mask[0]
+        by_click.append(dice(clicked, nucleus))
+        by_box.append(dice(boxed, nucleus))
+        foreign.append(np.count_nonzero(clicked & (truth > 0) & ~nucleus) / max(np.count_nonzero(clicked), 1))
+    for name, scores in (("click", by_click), ("box", by_box)):
+        assert np.median(scores) >= 0.8 and np.mean(np.array(scores) >= 0.7) >= 0.75, (name, np.round(scores, 2))
+    assert np.median(foreign) <= 0.05  # a click returns its own nucleus, not its neighbours
