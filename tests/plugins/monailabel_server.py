@@ -65,6 +65,10 @@ class RunningServer:
 def start_server(studies: Path, log: Path, conf: dict[str, str]) -> RunningServer:
     """Launch `monailabel start_server --app plugins/monailabel` in the background and wait until /info/ answers."""
     bin_dir = Path(sys.executable).parent
+    # monailabel creates these in the app folder with check-then-makedirs at start: two servers starting at once
+    # (the plugin-venv groups run side by side) on a fresh checkout would race, and one would die.
+    for sub in ("model", "lib", "logs", "bin"):
+        (APP_DIR / sub).mkdir(exist_ok=True)
     port = free_port()
     cmd = [str(bin_dir / "monailabel"), "start_server", "--app", str(APP_DIR), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port)]
