@@ -177,6 +177,15 @@ class ServedCheckpoint:
         path = self.slot.current_checkpoint()
         return str(path) if path else None
 
+    @staticmethod
+    def served_image(request: dict[str, Any]) -> str:
+        """request["image"]: a local path MONAI Label resolved from the datastore, an upload or a session (404 else)."""
+        image = request.get("image")
+        if not isinstance(image, str) or not image or not Path(image).exists():
+            raise not_found(f"image {request.get('image')!r} is not in the datastore (upload it or pass a file)")
+        check_served_image(image)
+        return image
+
 
 class MedMRCNNInfer(ServedCheckpoint, InferTask):
     """Instance segmentation of a datastore image (or an uploaded file) with a medmrcnn checkpoint.
@@ -204,10 +213,7 @@ class MedMRCNNInfer(ServedCheckpoint, InferTask):
         from medmrcnn.io import load_volume
 
         t0 = time.perf_counter()
-        image = request.get("image")
-        if not isinstance(image, str) or not image or not Path(image).exists():
-            raise not_found(f"image {request.get('image')!r} is not in the datastore (upload it or pass a file)")
-        check_served_image(image)
+        image = self.served_image(request)
         with as_http_errors(f"{self.slot.name} options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             predictor_cfg = options.predictor_config()

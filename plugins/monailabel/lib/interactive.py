@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.errors import as_http_errors, not_found
+from lib.errors import as_http_errors
 from lib.infer import InferOptions, MedMRCNNInfer, ServedCheckpoint
 from lib.models import LoadedModel, ModelSlot
 from lib.settings import PluginSettings
@@ -140,13 +140,10 @@ class InteractiveInfer(ServedCheckpoint, InferTask):
 
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """Segment the object the request's prompt points at; return (label file, JSON)."""
-        from lib.datastore import check_served_image, dicom_series_dir
+        from lib.datastore import dicom_series_dir
 
         t0 = time.perf_counter()
-        image = request.get("image")
-        if not isinstance(image, str) or not image or not Path(image).exists():
-            raise not_found(f"image {request.get('image')!r} is not in the datastore (upload it or pass a file)")
-        check_served_image(image)
+        image = self.served_image(request)
         with as_http_errors("medmrcnn_interactive options", options=True):
             options = InferOptions.from_request(request, self.settings, self.dicom_datastore)
             mask_threshold = float(request.get("mask_threshold", self.settings.mask_threshold))
