@@ -147,6 +147,15 @@ def write_label(result: Any, options: InferOptions, settings: PluginSettings, pa
     return names
 
 
+def instance_rows(result: Any, options: InferOptions, settings: PluginSettings) -> list[dict[str, Any]]:
+    """The per-instance table of `result` for the JSON answer, each row with the label value it has in the file."""
+    lut = settings.labels.lut(result.labels)
+    rows = [rec.to_dict() for rec in result.instances]
+    for row in rows:
+        row["label_value"] = int(row["id"]) if options.label_type == "instance" else int(lut[row["class_id"]])
+    return rows
+
+
 class ServedCheckpoint:
     """The InferTask parts every model of the app shares, read from `self.slot`: listed only with a checkpoint, that
     checkpoint served by /model, and /info/ showing its labels (they change after fine-tuning)."""
@@ -233,10 +242,7 @@ class MedMRCNNInfer(ServedCheckpoint, InferTask):
             t_infer = time.perf_counter()
             out, names = self._write(result, options)
         t_write = time.perf_counter()
-        lut = self.settings.labels.lut(result.labels)
-        instances = [rec.to_dict() for rec in result.instances]
-        for rec in instances:
-            rec["label_value"] = int(rec["id"]) if options.label_type == "instance" else int(lut[rec["class_id"]])
+        instances = instance_rows(result, options, self.settings)
         body = {
             "model": self.slot.name,
             "checkpoint": {"path": str(loaded.checkpoint), "fine_tuned": loaded.checkpoint == self.slot.published},

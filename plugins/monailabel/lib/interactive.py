@@ -29,7 +29,7 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.errors import as_http_errors
-from lib.infer import InferOptions, MedMRCNNInfer, ServedCheckpoint
+from lib.infer import InferOptions, MedMRCNNInfer, ServedCheckpoint, instance_rows
 from lib.models import LoadedModel, ModelSlot
 from lib.settings import PluginSettings
 
@@ -163,10 +163,7 @@ class InteractiveInfer(ServedCheckpoint, InferTask):
             result = found.to_volume_result(loaded.labels)
             out, names = self._write(result, options)
         t_write = time.perf_counter()
-        lut = self.settings.labels.lut(loaded.labels)
-        rows = [rec.to_dict() for rec in result.instances]
-        for row in rows:
-            row["label_value"] = int(row["id"]) if options.label_type == "instance" else int(lut[row["class_id"]])
+        rows = instance_rows(result, options, self.settings)
         body = {
             "model": "medmrcnn_interactive",
             "served_by": slot.name,
