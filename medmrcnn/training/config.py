@@ -147,6 +147,8 @@ class TrainConfig:
         output: run folder (checkpoints, metrics.json, TensorBoard events).
         eval_every: validate every N epochs (and after the last).
         best_metric: validation metric that selects `best` ("mask_AP50", "mask_AP", "dice_mean", "loss").
+        patience: early stopping: end the run after this many validations in a row without a new best
+            `best_metric` (`best.safetensors` keeps the best one); 0 = never stop early.
         checkpoint_every: also write `last` every N optimiser steps (0 = only at epoch ends).
         log_every: optimiser steps between log lines / TensorBoard points.
         max_steps: stop after this many optimiser steps in total (None = run all epochs); the schedule still
@@ -173,6 +175,7 @@ class TrainConfig:
     output: str = "runs/train"
     eval_every: int = 1
     best_metric: str = "mask_AP50"
+    patience: int = 0
     checkpoint_every: int = 0
     log_every: int = 20
     max_steps: int | None = None
@@ -198,6 +201,8 @@ class TrainConfig:
             raise ValueError("data.empty_fraction must be in [0, 1]")
         if self.optim.accumulate < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("optim.accumulate, epochs and batch_size must be >= 1")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict (the model section as ModelConfig.to_dict)."""
