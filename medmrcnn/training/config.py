@@ -116,7 +116,8 @@ class AugmentConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule (linear warm-up, then cosine decay to lr * min_lr_ratio)."""
+    """Optimiser and learning-rate schedule (linear warm-up, then cosine decay to lr * min_lr_ratio; "constant";
+    "exponential" rises from lr * min_lr_ratio to lr, for the learning-rate range test, training.lrfind)."""
 
     name: str = "adamw"
     lr: float = 1e-3
@@ -190,7 +191,7 @@ class TrainConfig:
             ("data.label_kind", self.data.label_kind, ("semantic", "instance")),
             ("data.phantom.kind", self.data.phantom.kind, ("ct", "microscopy")),
             ("optim.name", self.optim.name, ("adamw", "sgd")),
-            ("optim.schedule", self.optim.schedule, ("cosine", "constant")),
+            ("optim.schedule", self.optim.schedule, ("cosine", "constant", "exponential")),
             ("amp", self.amp, ("none", "bf16", "fp16")),
             ("best_metric", self.best_metric, ("mask_AP50", "mask_AP", "bbox_AP50", "dice_mean", "loss")),
         ]
