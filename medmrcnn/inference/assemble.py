@@ -96,7 +96,7 @@ def assemble_result(volume: Volume, slices: Sequence[SliceInstances], labels: La
     size limits -> renumber 1..M -> class map -> measurements.
     """
     voxel_mm3 = volume.voxel_volume_ml * 1000.0
-    cells = cfg.cell_linking if cfg.cell_linking is not None else "pixel_size_um" in volume.metadata
+    cells = cfg.cell_linking if cfg.cell_linking is not None else volume.modality == "SM"
     shape = CellShape((volume.spacing[1], volume.spacing[2]), cfg.cell_max_elongation, cfg.cell_neck_ratio)
     linked = link_instances_across_slices(
         slices, metric=cfg.link_metric, threshold=cfg.link_threshold, join_branches=cfg.join_branches and not cells,

@@ -36,7 +36,7 @@ class PredictorConfig:
         cell_linking: link a z-stack's per-slice masks as cells (inference.linking.split_chain): one-to-one links
             only (no branch joining, no gap bridging), chains cut at necks of their diameter profile and where they
             are longer along z, in the stack's physical z step, than `cell_max_elongation` times their widest
-            section. None = on for microscopy images (read with a pixel size by medmrcnn.io.raster), off otherwise.
+            section. None = on for PNG / TIFF images (read by medmrcnn.io.raster), off for DICOM / NIfTI.
         cell_max_elongation, cell_neck_ratio: see inference.linking.CellShape.
         min_voxels: 3D instances with fewer voxels are removed.
         min_volume_mm3: 3D instances smaller than this volume are removed (both limits apply).
