@@ -60,10 +60,11 @@ def split_chain(members: list[tuple[int, int]], slices: Sequence[SliceInstances]
 
     A convex cell's cross-section diameter is a concave function of z (Brunn-Minkowski), so a dip in the chain's
     equivalent-diameter profile (below `neck_ratio` of the widest sections on both sides) is where one cell ends and
-    the next begins; and a cell is at most `max_elongation` times as long along z, in the stack's physical z step,
-    as its widest section. A chain that breaks either rule is cut at its weakest link (lowest IoU between the masks
-    of adjacent slices; for a neck, on the neck's weaker side; ties towards the middle) and the parts are checked
-    again. Returns the parts, each sorted by z.
+    the next begins: the chain is cut there (between the two slices of a two-slice neck, else on the side of the
+    neck whose link has the lower IoU) and both parts are checked again. And a cell is at most `max_elongation`
+    times as long along z, in the stack's physical z step, as its widest section: a longer chain is cut into as
+    many parts as its height holds cells as tall as it is wide, near equal spacing at the weakest links (lowest
+    IoU between the masks of adjacent slices). Returns the parts, each sorted by z.
     """
     out, todo = [], [members]
     while todo:
@@ -75,7 +76,7 @@ def split_chain(members: list[tuple[int, int]], slices: Sequence[SliceInstances]
         sy, sx = shape.pixel_spacing_mm
         diameter = np.array([2.0 * np.sqrt(sum(areas[z][i] for zz, i in chain if zz == z) * sy * sx / np.pi)
                              for z in zs])
-        links = np.array([_link_iou(chain, slices, a, b) for a, b in zip(zs[:-1], zs[1:])])
+        links = np.array([_link_iou(chain, slices, areas, a, b) for a, b in zip(zs[:-1], zs[1:])])
         cut = None  # index into links: the chain is cut between zs[cut] and zs[cut + 1]
         depth = np.array([1.0] + [diameter[k] / min(diameter[:k].max(), diameter[k + 1:].max())
                                   for k in range(1, len(zs) - 1)] + [1.0])
@@ -115,11 +116,12 @@ def _stack_cuts(links: np.ndarray, parts: int) -> list[int]:
     return cuts
 
 
-def _link_iou(chain: list[tuple[int, int]], slices: Sequence[SliceInstances], za: int, zb: int) -> float:
+def _link_iou(chain: list[tuple[int, int]], slices: Sequence[SliceInstances], areas: Sequence[np.ndarray],
+              za: int, zb: int) -> float:
     """IoU of the chain's masks on slice za with its masks on slice zb."""
     ia, ib = [i for z, i in chain if z == za], [i for z, i in chain if z == zb]
     inter = float(slices[za][ia].intersection(slices[zb][ib]).sum())
-    union = float(slices[za].area()[ia].sum() + slices[zb].area()[ib].sum()) - inter
+    union = float(areas[za][ia].sum() + areas[zb][ib].sum()) - inter
     return inter / union if union > 0 else 0.0
 
 

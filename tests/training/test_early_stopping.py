@@ -33,7 +33,7 @@ def test_training_stops_after_patience_validations_without_improvement(tmp_path,
     # Epoch 2 is the best; 3, 4 and 5 do not beat it (5 only equals it), so patience 3 ends the run after epoch 5
     # although epoch 6 would have been better.
     seen = _scripted_validation(monkeypatch, [0.2, 0.5, 0.4, 0.45, 0.5, 0.9, 0.9, 0.9])
-    cfg = micro_train_config(tmp_path / "run", epochs=8, steps_per_epoch=1, patience=3,
+    cfg = micro_train_config(tmp_path / "run", epochs=8, steps_per_epoch=1, patience=3, threads=1,
                              data__phantom__n_val=1, data__phantom__n_train=2)
     result = train(cfg, progress=False)
     assert result.stopped_early and result.steps == 5 and len(seen) == 5
@@ -50,7 +50,7 @@ def test_training_stops_after_patience_validations_without_improvement(tmp_path,
 
 def test_without_patience_every_epoch_runs(tmp_path, monkeypatch):
     _scripted_validation(monkeypatch, [0.5, 0.1, 0.1, 0.1])
-    cfg = micro_train_config(tmp_path / "run", epochs=4, steps_per_epoch=1, data__phantom__n_val=1,
+    cfg = micro_train_config(tmp_path / "run", epochs=4, steps_per_epoch=1, threads=1, data__phantom__n_val=1,
                              data__phantom__n_train=2)
     result = train(cfg, progress=False)
     assert not result.stopped_early and result.steps == 4
@@ -72,8 +72,8 @@ def test_an_interrupted_write_of_a_new_best_keeps_the_previous_best(tmp_path, mo
         return real_save(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(checkpoint_module, "save_file", save_file)
-    cfg = micro_train_config(tmp_path / "run", epochs=3, steps_per_epoch=1, patience=1, data__phantom__n_val=1,
-                             data__phantom__n_train=2)
+    cfg = micro_train_config(tmp_path / "run", epochs=3, steps_per_epoch=1, patience=1, threads=1,
+                             data__phantom__n_val=1, data__phantom__n_train=2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     assert read_checkpoint(tmp_path / "run" / "best.safetensors").extra["epoch"] == 1
