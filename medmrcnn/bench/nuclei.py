@@ -8,7 +8,7 @@ The split is by region of that one image, stated wherever results are reported: 
 fit, rows 384..511 validate for early stopping and threshold calibration), columns 256..511 test. Nuclei cut by a
 split line are partial objects on both sides, for both methods alike.
 
-    python -m medmrcnn.bench.nuclei OUTDIR [--steps 300] [--epochs 6] [--patience N] [--init demo|none|CKPT]
+    python -m medmrcnn.bench.nuclei OUTDIR [--steps 600] [--epochs 12] [--patience 4] [--init demo|none|CKPT]
                                                                         # writes OUTDIR/nuclei.json
 """
 
@@ -139,8 +139,8 @@ def finetune_config(datalist: Path, output: Path, steps: int, *, crop_size: int 
     })
 
 
-def run(output: Path, steps: int = 300, calibrate: bool = True, threads: int | None = None, epochs: int = 6,
-        init: str | None = "demo", lr: float = LR, patience: int = 0) -> dict[str, Any]:
+def run(output: Path, steps: int = 600, calibrate: bool = True, threads: int | None = None, epochs: int = 12,
+        init: str | None = "demo", lr: float = LR, patience: int = 4) -> dict[str, Any]:
     """Fine-tune, calibrate on the validation part, and score both methods on the test part; returns the record
     (with the torch threads and the machine's load average before and after, which the training time depends on)."""
     import os
@@ -204,10 +204,10 @@ def main() -> None:
     """Command line: python -m medmrcnn.bench.nuclei OUTDIR [--steps N]."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("output", type=Path)
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=600, help="training budget: the schedule spans it")
     p.add_argument("--threads", type=int)
-    p.add_argument("--epochs", type=int, default=6, help="validation points (the best one is kept)")
-    p.add_argument("--patience", type=int, default=0, help="stop after this many validations without a better one")
+    p.add_argument("--epochs", type=int, default=12, help="validation points (the best one is kept)")
+    p.add_argument("--patience", type=int, default=4, help="stop after this many validations without a better one")
     p.add_argument("--init", default="demo", help="'demo' (bundled demo weights' trunk), 'none' or a checkpoint")
     p.add_argument("--lr", type=float, default=LR)
     p.add_argument("--no-calibrate", action="store_true")
