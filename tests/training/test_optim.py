@@ -56,6 +56,23 @@ def test_lr_range_test_runs_training_with_a_rising_rate(tmp_path):
     from medmrcnn.training.lrfind import lr_range_test
     from tests.training.conftest import micro_train_config
 
-    curve = lr_range_test(micro_train_config(tmp_path / "unused"), tmp_path / "lr", steps=6, lr_min=1e-4, lr_max=1e-2)
+    curve = lr_range_test(micro_train_config(tmp_path / "unused", threads=1), tmp_path / "lr", steps=6, lr_min=1e-4,
+                          lr_max=1e-2)
     assert len(curve["loss"]) == 6 and curve["lr"][0] == pytest.approx(1e-4) and curve["lr"][-1] == pytest.approx(1e-2)
     assert all(np.isfinite(curve["loss"])) and (tmp_path / "lr" / "lr_range.json").is_file()
+
+
+def test_train_cli_lr_find_prints_the_suggestion(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from medmrcnn.cli import main
+    from tests.training.conftest import micro_train_config
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(micro_train_config(tmp_path / "run", threads=1).to_dict()))
+    assert main(["train", "--config", str(config), "--lr-find", "5", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert 1e-5 <= printed["suggested_lr"] <= 1e-2 and printed["min_loss_lr"] == pytest.approx(10 * printed["suggested_lr"])
+    assert (tmp_path / "run" / "lr_find" / "lr_range.json").is_file() and not (tmp_path / "run" / "best.safetensors").exists()
