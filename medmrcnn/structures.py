@@ -80,18 +80,38 @@ class SliceInstances:
     def intersection(self, other: "SliceInstances") -> np.ndarray:
         """int64[N, M] pixels shared by instance i of self and instance j of other (same image grid)."""
         inter = np.zeros((len(self), len(other)), dtype=np.int64)
-        if not len(self) or not len(other):
-            return inter
-        a, b = self.boxes[:, None, :], other.boxes[None, :, :]
-        x0, y0 = np.maximum(a[..., 0], b[..., 0]), np.maximum(a[..., 1], b[..., 1])
-        x1, y1 = np.minimum(a[..., 2], b[..., 2]), np.minimum(a[..., 3], b[..., 3])
-        for i, j in zip(*np.nonzero((x1 > x0) & (y1 > y0))):
-            ai, bj = self.boxes[i], other.boxes[j]
-            ys, xs = slice(y0[i, j], y1[i, j]), slice(x0[i, j], x1[i, j])
-            ma = self.masks[i][ys.start - ai[1]:ys.stop - ai[1], xs.start - ai[0]:xs.stop - ai[0]]
-            mb = other.masks[j][ys.start - bj[1]:ys.stop - bj[1], xs.start - bj[0]:xs.stop - bj[0]]
-            inter[i, j] = int(np.count_nonzero(ma & mb))
+        i, j, count = self.overlaps(other)
+        inter[i, j] = count
         return inter
+
+    def overlaps(self, other: "SliceInstances") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(i, j, pixels) of every pair (instance i of self, instance j of other) sharing at least one pixel.
+
+        Candidate pairs come from a sweep over boxes sorted by x0, so the cost follows the pairs whose boxes
+        overlap, not N x M: tens of thousands of cells of a whole-slide image stay cheap.
+        """
+        pairs: list[tuple[int, int, int]] = []
+        if len(self) and len(other):
+            order = np.argsort(other.boxes[:, 0], kind="stable")
+            ox0 = other.boxes[order, 0]
+            widest = int((other.boxes[:, 2] - other.boxes[:, 0]).max())
+            for i, ai in enumerate(self.boxes):
+                lo, hi = np.searchsorted(ox0, ai[0] - widest, "right"), np.searchsorted(ox0, ai[2], "left")
+                cand = order[lo:hi]
+                b = other.boxes[cand]
+                x0, y0 = np.maximum(b[:, 0], ai[0]), np.maximum(b[:, 1], ai[1])
+                x1, y1 = np.minimum(b[:, 2], ai[2]), np.minimum(b[:, 3], ai[3])
+                for k in np.flatnonzero((x1 > x0) & (y1 > y0)):
+                    j, bj = int(cand[k]), b[k]
+                    ma = self.masks[i][y0[k] - ai[1]:y1[k] - ai[1], x0[k] - ai[0]:x1[k] - ai[0]]
+                    mb = other.masks[j][y0[k] - bj[1]:y1[k] - bj[1], x0[k] - bj[0]:x1[k] - bj[0]]
+                    n = int(np.count_nonzero(ma & mb))
+                    if n:
+                        pairs.append((i, j, n))
+        if not pairs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        i, j, n = (np.array(c, dtype=np.int64) for c in zip(*pairs))
+        return i, j, n
 
     @property
     def nbytes(self) -> int:

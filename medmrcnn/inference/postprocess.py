@@ -96,12 +96,14 @@ def remove_duplicates(instances: SliceInstances, overlap: float) -> SliceInstanc
     """
     if len(instances) < 2:
         return instances
-    inter = instances.intersection(instances)
+    i, j, inter = instances.overlaps(instances)  # sparse: a whole-slide image holds tens of thousands of cells
     area = np.maximum(instances.area(), 1)
-    same = instances.labels[:, None] == instances.labels[None, :]
-    inside = (inter / area[:, None] >= overlap) & same  # inside[i, j]: mask i lies within mask j
-    keep: list[int] = []
-    for i in range(len(instances)):
-        if not any(inside[i, j] for j in keep):
-            keep.append(i)
+    inside = (i != j) & (inter / area[i] >= overlap) & (instances.labels[i] == instances.labels[j])
+    within: dict[int, list[int]] = {}  # mask i lies within each of within[i]
+    for a, b in zip(i[inside].tolist(), j[inside].tolist()):
+        within.setdefault(a, []).append(b)
+    kept = np.zeros(len(instances), dtype=bool)
+    for a in range(len(instances)):
+        kept[a] = not any(kept[b] for b in within.get(a, ()))
+    keep = np.flatnonzero(kept)
     return instances[keep] if len(keep) < len(instances) else instances
