@@ -27,6 +27,8 @@ def load_predictor(
     batch_size: int | None = None,
     window: str | None = None,
     score_threshold: float | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A `SliceWisePredictor` for `weights` (default: the bundled demo weights) and its output-deciding settings.
 
@@ -36,6 +38,7 @@ def load_predictor(
         batch_size: slices per forward pass (None: automatic).
         window: intensity preset ("ct:soft_tissue", "ct:40,400", "percentile", ...); None: the model's own.
         score_threshold: minimum detection score (None: the checkpoint's calibrated one, else the default).
+        tile_size, tile_overlap: tiled inference of large slices (PredictorConfig; None: the defaults).
     Returns:
         (predictor, settings); settings hold the weights' SHA-256 and the predictor config.
     """
@@ -43,7 +46,8 @@ def load_predictor(
     from medmrcnn.inference.config import calibrated_config
 
     overrides = {k: v for k, v in (("intensity", window), ("batch_size", batch_size),
-                                   ("score_threshold", score_threshold)) if v is not None}
+                                   ("score_threshold", score_threshold), ("tile_size", tile_size),
+                                   ("tile_overlap", tile_overlap)) if v is not None}
     calibrated_config(None, **overrides)  # ValueError names a bad option before the checkpoint is read
     path = Path(weights) if weights is not None else DEMO_WEIGHTS
     if not path.is_file():

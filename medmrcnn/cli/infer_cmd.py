@@ -41,6 +41,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="intensity preset, e.g. ct:soft_tissue, ct:liver, ct:40,400 (centre,width HU), percentile "
                         "(default: the one the model was trained with)")
     p.add_argument("--score-threshold", type=float, metavar="S", help="minimum detection score 0..1 (default: 0.5)")
+    p.add_argument("--tile-size", type=int, metavar="PX",
+                   help="images larger than this are segmented in overlapping tiles of PX x PX (memory bounded by the "
+                        "tile; default: 2048). Use a smaller tile when a tile holds more cells than the model's "
+                        "detections per image (a warning says so)")
+    p.add_argument("--tile-overlap", type=int, metavar="PX",
+                   help="pixels shared by neighbouring tiles; more than the largest cell's diameter (default: 128)")
     p.add_argument("--overwrite", action="store_true", help="redo studies whose outputs are already complete")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="studies read ahead in background threads while one is segmented (0: none; default: 1)")
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor, settings = load_predictor(args.weights, device=shard.device(args.device),
                                              batch_size=args.batch_size, window=args.window,
-                                             score_threshold=args.score_threshold)
+                                             score_threshold=args.score_threshold, tile_size=args.tile_size,
+                                             tile_overlap=args.tile_overlap)
     except ValueError as e:
         return _usage_error(str(e))
     options = BatchOptions(Path(args.output), formats, overwrite=args.overwrite, workers=args.workers,

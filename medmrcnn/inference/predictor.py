@@ -91,6 +91,14 @@ def check_network_size(volume: Volume, net_size: tuple[int, int], model_mm: floa
     )
 
 
+def warn_detection_cap(volume: Volume, count: int, unit: str, cap: int) -> None:
+    """Log that `count` slices (or tiles) returned the model's maximum of `cap` detections, so objects were lost."""
+    if count:
+        log.warning("%s: %d %s(s) reached the model's limit of %d detections per image, so some objects were not "
+                    "found; segment in smaller tiles (medmrcnn infer --tile-size, PredictorConfig.tile_size)",
+                    volume.source or "image", count, unit, cap)
+
+
 class SliceWisePredictor:
     """Segments every instance in a volume with a 2D Mask R-CNN run slice by slice, then links them in 3D.
 
@@ -151,16 +159,18 @@ class SliceWisePredictor:
             info["reoriented"] = f"{orientation_code(volume.affine)} -> {orientation_code(work.affine)}"
         t2 = time.perf_counter()
         result.metadata.update(info)
+        warn_detection_cap(volume, info["slices_at_detection_cap"], "slice", self.model_cfg.detections_per_image)
         result.metadata["seconds"] = {"slices": round(t1 - t0, 3), "linking": round(t2 - t1, 3),
                                       "total": round(t2 - t0, 3)}
         log.info("%d instances in %d slices (%d run) in %.2f s", result.num_instances, volume.shape[0],
                  info["slices_run"], t2 - t0)
         return result
 
-    def predict_slices(self, volume: Volume, progress: Callable[[int], None] | None = None
+    def predict_slices(self, volume: Volume, progress: Callable[[int], None] | None = None, check_fit: bool = True
                        ) -> tuple[list[SliceInstances], dict[str, Any]]:
         """Per-slice instances on the original grid (one SliceInstances per slice, empty where skipped), and a
-        dict describing the run (intensity preset, network grid, batch size, slices run)."""
+        dict describing the run (intensity preset, network grid, batch size, slices run, slices that returned the
+        model's maximum number of detections). `check_fit`: see detect_slices."""
         cfg = self.cfg
         _, h, w = volume.shape
         slices = [SliceInstances((h, w)) for _ in range(volume.shape[0])]
@@ -169,23 +179,29 @@ class SliceWisePredictor:
                      for n in {**cfg.class_score_thresholds, **cfg.class_mask_thresholds} if n in self.labels.names}
         info: dict[str, Any] = {}
         keep_from = min([cfg.score_threshold, *cfg.class_score_thresholds.values()])
-        for z, det, scale_xy in self.detect_slices(volume, progress, info, refine_min_score=keep_from):
+        capped = 0  # slices where the network returned as many detections as it may: some objects were cut off
+        for z, det, scale_xy in self.detect_slices(volume, progress, info, refine_min_score=keep_from,
+                                                      check_fit=check_fit):
+            capped += len(det) >= self.model_cfg.detections_per_image
             slices[z] = to_slice_instances(det, (h, w), scale_xy, cfg.score_threshold, cfg.mask_threshold,
                                            cfg.duplicate_overlap, per_class)
+        info["slices_at_detection_cap"] = capped
         return slices, info
 
     def detect_slices(self, volume: Volume, progress: Callable[[int], None] | None = None,
-                      info: dict[str, Any] | None = None, refine_min_score: float = 0.0
+                      info: dict[str, Any] | None = None, refine_min_score: float = 0.0, check_fit: bool = True
                       ) -> Iterator[tuple[int, RawDetections, tuple[float, float]]]:
         """The network's raw detections per slice run, as (z, detections on the network grid, original pixels per
         network pixel along x and y), in z order; skipped slices are left out. `info` is filled with the run's
         description (intensity preset, network grid, batch size, slices run) before the first slice. With mask
-        refinement, only detections scoring at least `refine_min_score` are refined (the rest keep coarse masks)."""
+        refinement, only detections scoring at least `refine_min_score` are refined (the rest keep coarse masks).
+        `check_fit`: check the image against the model's intensity preset (tiles skip it: the whole image was)."""
         cfg, mcfg = self.cfg, self.model_cfg
         _, sy, sx = volume.spacing
         net_size = inplane_size(volume.shape[1:], (sy, sx), mcfg.pixel_spacing_mm)
         check_network_size(volume, net_size, mcfg.pixel_spacing_mm)
-        fit_warnings = check_intensity_fit(cfg.intensity or mcfg.intensity, volume, explicit=cfg.intensity is not None)
+        fit_warnings = (check_intensity_fit(cfg.intensity or mcfg.intensity, volume, explicit=cfg.intensity is not None)
+                        if check_fit else [])
         for w in fit_warnings:
             log.warning("%s: %s", volume.source or "image", w)
         preset = resolve_intensity(cfg.intensity or mcfg.intensity, volume.modality)

@@ -12,6 +12,7 @@ percentiles of the whole image (from a strided sample) so that tiles agree.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -20,8 +21,10 @@ from scipy import ndimage
 from medmrcnn.inference.postprocess import remove_duplicates
 from medmrcnn.inference.result import VolumeResult
 from medmrcnn.structures import SliceInstances
-from medmrcnn.transforms import resolve_intensity
+from medmrcnn.transforms import check_intensity_fit, resolve_intensity
 from medmrcnn.volume import Volume
+
+log = logging.getLogger(__name__)
 
 SAMPLE_PIXELS = 4_000_000  # pixels drawn (strided) to estimate the whole image's percentiles
 
@@ -69,30 +72,37 @@ def predict_tiled(predictor, volume: Volume, *, tile: int = 1024, overlap: int =
     nz, h, w = volume.shape
     if h <= tile and w <= tile:
         return predictor.predict(volume)
-    from medmrcnn.inference.predictor import SliceWisePredictor
+    from medmrcnn.inference.predictor import SliceWisePredictor, warn_detection_cap
 
+    fit_warnings = check_intensity_fit(predictor.cfg.intensity or predictor.model_cfg.intensity, volume,
+                                       explicit=predictor.cfg.intensity is not None)
+    for message in fit_warnings:
+        log.warning("%s: %s", volume.source or "image", message)
     preset = resolve_intensity(predictor.cfg.intensity or predictor.model_cfg.intensity, volume.modality)
     tile_cfg = dataclasses.replace(predictor.cfg, intensity=_window_preset(volume, preset))
     per_tile = SliceWisePredictor(predictor.model, predictor.model_cfg, tile_cfg)
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     kept: list[list[SliceInstances]] = [[] for _ in range(nz)]
     info: dict = {}
+    capped = 0
     for y0, (cy0, cy1) in zip(ys, _cores(ys, tile, h)):
         for x0, (cx0, cx1) in zip(xs, _cores(xs, tile, w)):
             shift = np.eye(4)
             shift[:3, 3] = volume.affine[:3, :3] @ np.array([x0, y0, 0.0])
             sub = Volume(volume.array[:, y0:y0 + tile, x0:x0 + tile], shift @ volume.affine, modality=volume.modality,
                          source=volume.source)
-            found, info = per_tile.predict_slices(sub)
+            found, info = per_tile.predict_slices(sub, check_fit=False)
+            capped += info.pop("slices_at_detection_cap") > 0
             for z, inst in enumerate(found):
                 if len(inst):
                     kept[z].append(_in_core(inst, (y0, x0), (cy0, cy1, cx0, cx1), (h, w)))
             if progress is not None:
                 progress(1)
+    warn_detection_cap(volume, capped, "tile", predictor.model_cfg.detections_per_image)
     slices = [_merge(parts, (h, w), predictor.cfg.duplicate_overlap) for parts in kept]
     result = predictor.assemble(volume, slices)
-    result.metadata.update(info | {"tiles": {"tile": tile, "overlap": overlap, "grid_yx": [len(ys), len(xs)],
-                                             "intensity": tile_cfg.intensity}})
+    result.metadata.update(info | {"intensity_warnings": fit_warnings, "tiles": {"tile": tile, "overlap": overlap, "grid_yx": [len(ys), len(xs)],
+                                             "intensity": tile_cfg.intensity, "at_detection_cap": capped}})
     return result
 
 

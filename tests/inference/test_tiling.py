@@ -46,9 +46,9 @@ def test_tiled_inference_is_as_good_as_whole_image_inference(nuclei, large):
     seen = []
     original = SliceWisePredictor.predict_slices
 
-    def spy(self, vol, progress=None):
+    def spy(self, vol, progress=None, check_fit=True):
         seen.append(vol.shape)
-        return original(self, vol, progress)
+        return original(self, vol, progress, check_fit)
 
     SliceWisePredictor.predict_slices = spy
     try:
