@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from medmrcnn.fileio import atomic_write_text
 from medmrcnn.inference.result import VolumeResult
@@ -31,14 +30,21 @@ def _channels(result: VolumeResult) -> np.ndarray:
 def cell_rows(result: VolumeResult) -> list[dict[str, Any]]:
     """One dict per cell (keys as the module docstring lists), sizes in µm (volume spacing mm x 1000)."""
     imap = result.instance_map
-    ids = np.array([r.id for r in result.instances], dtype=np.int64)
-    if not len(ids):
+    if not result.instances:
         return []
     sz, sy, sx = (s * 1000.0 for s in result.volume.spacing)
     is_3d = imap.shape[0] > 1
-    counts = ndimage.sum_labels(np.ones(imap.shape, np.uint8), imap, ids)
-    centroids = np.array(ndimage.center_of_mass(np.ones(imap.shape, np.uint8), imap, ids)).reshape(-1, 3)
-    means = [ndimage.mean(ch.astype(np.float64), imap, ids) for ch in _channels(result)]
+    channels = _channels(result)
+    # Per cell, inside its own bounding box: no temporary as large as the image (whole-slide images).
+    counts, centroids, means = [], [], []
+    for rec in result.instances:
+        z0, y0, x0, z1, y1, x1 = rec.bbox
+        mine = imap[z0:z1, y0:y1, x0:x1] == rec.id
+        where = np.nonzero(mine)
+        counts.append(len(where[0]))
+        centroids.append([float(np.mean(w)) + o for w, o in zip(where, (z0, y0, x0))])
+        means.append([float(np.mean(ch[z0:z1, y0:y1, x0:x1][mine], dtype=np.float64)) for ch in channels])
+    means = np.array(means).T
     rows = []
     for i, rec in enumerate(result.instances):
         cz, cy, cx = centroids[i]

@@ -49,11 +49,19 @@ def slices_with_most_findings(result: VolumeResult, n: int) -> list[int]:
     return sorted(int(candidates[i]) for i in order[:n])
 
 
+def display_stride(shape_yx: tuple[int, int]) -> int:
+    """Pixel step that still leaves at least twice the tile's height: a whole-slide image (8000 x 8000 px) is
+    subsampled before any float copy, so the montage's memory does not grow with the image."""
+    return max(1, min(shape_yx) // (2 * TILE_HEIGHT))
+
+
 def _display_slices(result: VolumeResult, zs: list[int]) -> np.ndarray:
-    """float32 (len(zs), y, x) in [0, 1]: the intensity preset the prediction used, else the modality default."""
+    """float32 (len(zs), y, x) in [0, 1], subsampled by `display_stride`: the intensity preset the prediction used,
+    else the modality default."""
     vol = result.volume
     preset = resolve_intensity(str(result.metadata.get("intensity", "auto")), vol.modality)
-    stack = vol.array[zs]
+    step = display_stride(vol.shape[1:])
+    stack = vol.array[zs, ::step, ::step]
     if preset == "percentile":
         return percentile_normalise(stack)
     return window(stack, *parse_ct_window(preset))
@@ -68,8 +76,10 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _tile(result: VolumeResult, z: int, grey: np.ndarray) -> Image.Image:
-    """One annotated slice: translucent fill, solid outline and an "id class" tag per instance."""
-    labels = result.instance_map[z]
+    """One annotated slice: translucent fill, solid outline and an "id class" tag per instance (tags only up to
+    MAX_LEGEND instances: beyond that they would cover the picture; the tables list every cell)."""
+    step = display_stride(result.volume.shape[1:])
+    labels = result.instance_map[z, ::step, ::step]
     _, sy, sx = result.volume.spacing
     h, w = labels.shape
     scale = TILE_HEIGHT / h
@@ -90,7 +100,7 @@ def _tile(result: VolumeResult, z: int, grey: np.ndarray) -> Image.Image:
     font = _font(13)
     names = {r.id: r.class_name for r in result.instances}
     placed: list[tuple[int, int, int, int]] = []
-    for i in ids:
+    for i in ids if len(ids) <= MAX_LEGEND else []:
         ys, xs = np.nonzero(lab == i)
         text = f"{i} {names.get(i, '')}".strip()
         x, y = int(xs.min()), max(int(ys.min()) - 16, 0)
