@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from medmrcnn.errors import ExportError
-from medmrcnn.fileio import atomic_path, atomic_write_text
+from medmrcnn.fileio import atomic_path
 from medmrcnn.inference.result import VolumeResult
 
 
@@ -79,13 +79,12 @@ def write_imagej_rois(result: VolumeResult, path: str | Path) -> Path:
     return path
 
 
-def geojson_dict(result: VolumeResult) -> dict[str, Any]:
-    """QuPath-style GeoJSON FeatureCollection: one "detection" Polygon per cell (per slice in a stack).
+def geojson_features(result: VolumeResult) -> Iterator[dict[str, Any]]:
+    """QuPath-style GeoJSON features, one "detection" Polygon per cell (per slice in a stack), in id order.
 
     Properties: objectType "detection", classification {name}, and measurements (id, score, slice).
     """
     records = {r.id: r for r in result.instances}
-    features = []
     for k, z, outline in iter_outlines(result):
         ring = np.vstack([outline, outline[:1]]).round(3).tolist()
         rec = records.get(k)
@@ -95,13 +94,24 @@ def geojson_dict(result: VolumeResult) -> dict[str, Any]:
             props["classification"] = {"name": rec.class_name}
         if result.instance_map.shape[0] > 1:
             props["measurements"]["z"] = z
-        features.append({"type": "Feature", "id": f"cell-{k}-z{z}", "geometry": {"type": "Polygon", "coordinates":
-                                                                                [ring]}, "properties": props})
-    return {"type": "FeatureCollection", "features": features}
+        yield {"type": "Feature", "id": f"cell-{k}-z{z}", "geometry": {"type": "Polygon", "coordinates": [ring]},
+               "properties": props}
+
+
+def geojson_dict(result: VolumeResult) -> dict[str, Any]:
+    """The QuPath-style GeoJSON FeatureCollection of `geojson_features` as one dict (for a server's response)."""
+    return {"type": "FeatureCollection", "features": list(geojson_features(result))}
 
 
 def write_geojson(result: VolumeResult, path: str | Path) -> Path:
-    """Write the cell outlines as GeoJSON for QuPath (File > Import objects), atomically."""
+    """Write the cell outlines as a GeoJSON FeatureCollection for QuPath (File > Import objects), atomically.
+
+    Features are written one at a time: tens of thousands of cells (a whole-slide image) never sit in memory as
+    one document."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(geojson_dict(result)) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write('{"type": "FeatureCollection", "features": [')
+        for n, feature in enumerate(geojson_features(result)):
+            f.write((", " if n else "") + json.dumps(feature))
+        f.write("]}\n")
     return path
