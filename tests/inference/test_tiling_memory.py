@@ -1,0 +1,114 @@
+"""Whole-slide images: tiled inference allocates per tile, not per image, and the seam merge is not quadratic in
+the number of cells (an 8192 x 8192 image holds tens of thousands of nuclei; docs/microscopy.md "Large images")."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from medmrcnn.inference import SliceWisePredictor
+from medmrcnn.inference import tiling
+from medmrcnn.inference.postprocess import remove_duplicates
+from medmrcnn.structures import SliceInstances
+from medmrcnn.volume import Volume, affine_from_geometry
+
+SIZE, TILE, OVERLAP = 1536, 384, 64  # 5 x 5 tiles of the real nuclei image mirrored to 1536 x 1536 px
+
+
+def _random_instances(n: int, size: int, seed: int) -> SliceInstances:
+    """n disc-like masks scattered over a size x size slice, many overlapping, sorted by descending score."""
+    rng = np.random.default_rng(seed)
+    boxes, masks = [], []
+    for _ in range(n):
+        r = int(rng.integers(2, 12))
+        x0, y0 = (int(v) for v in rng.integers(0, size - 2 * r, 2))
+        yy, xx = np.mgrid[:2 * r, :2 * r]
+        masks.append((yy - r + 0.5) ** 2 + (xx - r + 0.5) ** 2 <= r * r)
+        boxes.append((x0, y0, x0 + 2 * r, y0 + 2 * r))
+    return SliceInstances((size, size), np.array(boxes), np.sort(rng.random(n))[::-1].copy(),
+                          rng.integers(1, 3, n), masks)
+
+
+def test_sparse_overlaps_equal_the_dense_pixel_intersection():
+    a, b = _random_instances(300, 200, 0), _random_instances(250, 200, 1)
+    dense = np.zeros((len(a), len(b)), np.int64)
+    for i in range(len(a)):
+        fa = a.full_mask(i)
+        for j in range(len(b)):
+            dense[i, j] = np.count_nonzero(fa & b.full_mask(j))
+    i, j, n = a.overlaps(b)
+    assert (n > 0).all() and len(i) == np.count_nonzero(dense) > 100
+    assert np.array_equal(a.intersection(b), dense)
+
+
+def test_duplicate_removal_keeps_what_the_pairwise_rule_keeps():
+    inst = _random_instances(400, 160, 2)
+    dense = inst.intersection(inst)
+    inside = (dense / np.maximum(inst.area(), 1)[:, None] >= 0.5) & (inst.labels[:, None] == inst.labels[None, :])
+    keep: list[int] = []
+    for i in range(len(inst)):
+        if not any(inside[i, j] for j in keep):
+            keep.append(i)
+    kept = remove_duplicates(inst, 0.5)
+    assert 0 < len(kept) < len(inst) and np.array_equal(kept.boxes, inst.boxes[keep])
+
+
+@pytest.fixture(scope="module")
+def mosaic() -> Volume:
+    """The real DSB2018 nuclei image (512 x 512) mirrored to SIZE x SIZE: about 1100 nuclei, none cut at the joins."""
+    from medmrcnn.bench.nuclei import stardist_nuclei_2d
+
+    image, _ = stardist_nuclei_2d()
+    reps = -(-SIZE // image.shape[0])
+    rows = [np.hstack([image[::(-1) ** r, ::(-1) ** c] for c in range(reps)]) for r in range(reps)]
+    return Volume(np.vstack(rows)[None, :SIZE, :SIZE].copy(), affine_from_geometry((0.0005,) * 3, (0, 0, 0)),
+                  modality="SM")
+
+
+def _peak_bytes(predictor: SliceWisePredictor, volume: Volume):
+    """(result, peak bytes numpy allocated during the prediction beyond what was held before it)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = predictor.predict(volume)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def test_tiled_prediction_memory_is_bounded_by_the_tile_not_the_image(nuclei, mosaic, monkeypatch, caplog):
+    """Beyond its own label maps (3 bytes / pixel), tiled prediction of a 1536 x 1536 image allocates less than one
+    float32 copy of the image (4 bytes / pixel), which a whole-image pass makes (and more); tiles hold far fewer
+    nuclei than the model's detection limit, so no warning."""
+    monkeypatch.setattr(tiling, "SAMPLE_PIXELS", 250_000)  # percentile sample: a constant, not the image
+    predictor = SliceWisePredictor.from_checkpoint(nuclei.weights, device="cpu")
+    pixels = SIZE * SIZE
+    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=TILE, tile_overlap=OVERLAP)
+    with caplog.at_level(logging.WARNING):
+        result, tiled_peak = _peak_bytes(predictor, mosaic)
+    maps = result.instance_map.nbytes + result.class_map.nbytes
+    assert result.metadata["tiles"]["grid_yx"] == [5, 5] and result.num_instances > 600
+    assert result.metadata["tiles"]["at_detection_cap"] == 0 and "limit" not in caplog.text
+    assert tiled_peak - maps < 4 * pixels, (tiled_peak, maps)
+    # The same measure sees a whole-image pass: its float copy alone breaks the bound.
+    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=None)
+    _, whole_peak = _peak_bytes(predictor, mosaic)
+    assert whole_peak - maps > 4 * pixels, (whole_peak, maps)
+
+
+def test_tiles_with_more_cells_than_the_model_may_detect_are_reported(nuclei, mosaic, caplog):
+    """A tile holding more nuclei than the model's detections per image loses some: a warning names the fix."""
+    predictor = SliceWisePredictor.from_checkpoint(nuclei.weights, device="cpu")
+    predictor.model.roi_heads.detections_per_img = predictor.model_cfg.detections_per_image = 40
+    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=TILE, tile_overlap=OVERLAP)
+    crop = Volume(mosaic.array[:, :640, :640].copy(), mosaic.affine, modality="SM", source="big.tif")
+    with caplog.at_level(logging.WARNING):
+        result = predictor.predict(crop)
+    assert result.metadata["tiles"]["at_detection_cap"] == 4
+    assert "big.tif: 4 tile(s) reached the model's limit of 40 detections" in caplog.text
+    assert "--tile-size" in caplog.text
