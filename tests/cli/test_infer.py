@@ -102,6 +102,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, tiny_checkpoint, capsys):
         (["--formats", "nifti,mp4"], "unknown output format"),
         (["--weights", str(tmp_path / "none.safetensors")], "checkpoint file not found"),
         (["--window", "ct:nonsense"], "nonsense"),
+        (["--tile-size", "200", "--tile-overlap", "128"], "must exceed twice tile_overlap"),
     ):
         code = main(["infer", str(tmp_path), "-o", str(tmp_path / "out"), *args])
         err = capsys.readouterr().err.strip()

@@ -112,3 +112,36 @@ def test_tiles_with_more_cells_than_the_model_may_detect_are_reported(nuclei, mo
     assert result.metadata["tiles"]["at_detection_cap"] == 4
     assert "big.tif: 4 tile(s) reached the model's limit of 40 detections" in caplog.text
     assert "--tile-size" in caplog.text
+
+
+def test_infer_cli_writes_every_microscopy_output_of_a_tiled_tiff(nuclei, mosaic, tmp_path):
+    """`medmrcnn infer --tile-size` on a TIFF larger than the tile: the labels TIFF (with its pixel size), ROI zip,
+    GeoJSON and cell table all describe the same cells, and the report records the tiling."""
+    import json
+
+    import roifile
+    import tifffile
+
+    from medmrcnn.cli import main
+
+    image = tmp_path / "slide.tif"
+    tifffile.imwrite(image, mosaic.array[0, :896, :896], imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "um"})
+    out = tmp_path / "out"
+    assert main(["infer", str(image), "-o", str(out), "--weights", str(nuclei.weights), "--device", "cpu",
+                 "--tile-size", str(TILE), "--tile-overlap", str(OVERLAP), "--quiet"]) == 0
+    (study,) = [p for p in out.iterdir() if p.is_dir()]
+    report = json.loads((study / "report.json").read_text())
+    assert report["run"]["tiles"]["grid_yx"] == [3, 3] and report["run"]["tiles"]["at_detection_cap"] == 0
+    with tifffile.TiffFile(study / "labels.tif") as tif:
+        labels = tif.asarray()
+        num, den = tif.pages[0].tags["XResolution"].value  # pixels per µm: 0.5 µm pixels kept
+    assert num / den == pytest.approx(2.0)
+    ids = set(np.unique(labels)) - {0}
+    n = report["summary"]["n_instances"]
+    assert labels.shape == (896, 896) and len(ids) == n > 200
+    rows = (study / "cells.csv").read_text().strip().splitlines()[1:]
+    features = json.loads((study / "cells.geojson").read_text())["features"]
+    rois = roifile.roiread(study / "rois.zip")
+    assert len(rows) == len(features) == len(rois) == n
+    assert {f["properties"]["measurements"]["id"] for f in features} == ids
