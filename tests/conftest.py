@@ -55,6 +55,6 @@ def nuclei(tmp_path_factory):
     folder = tmp_path_factory.mktemp("nuclei")
     parts = split_parts(*stardist_nuclei_2d())
     datalist = write_datalist(parts, folder / "data")
-    result = train(finetune_config(datalist, folder / "run", NUCLEI_STEPS, threads=2, epochs=3), progress=False)
+    result = train(finetune_config(datalist, folder / "run", NUCLEI_STEPS, threads=1, epochs=3), progress=False)
     return SimpleNamespace(parts=parts, datalist=datalist, weights=result.best or result.last, folder=folder,
                            metrics=result.metrics)

@@ -22,6 +22,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (resumable)")
     p.add_argument("--init", help="initial weights: medmrcnn .safetensors or local torchvision .pth")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--lr-find", type=int, nargs="?", const=100, metavar="STEPS",
+                   help="only run a learning-rate range test (default 100 steps, lr 1e-5 to 0.1) in "
+                        "<output>/lr_find and print the suggested optim.lr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
         from medmrcnn.training.datacheck import check_config
 
         print(check_config(cfg).format_table())
+        return 0
+    if args.lr_find:
+        from pathlib import Path
+
+        from medmrcnn.training.lrfind import lr_range_test
+
+        curve = lr_range_test(cfg, Path(args.output or cfg.output) / "lr_find", steps=args.lr_find)
+        print(json.dumps({k: curve[k] for k in ("suggested_lr", "min_loss_lr", "diverged_at_lr")}, indent=2))
         return 0
     result = train(cfg, resume=args.resume, output=args.output, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -4,11 +4,13 @@ MONAI plumbing (`SliceWiseInferer`, `SliceWisePredictd`) lives in `medmrcnn.infe
 """
 
 from medmrcnn.inference.config import PredictorConfig
-from medmrcnn.inference.linking import LinkedInstance, link_instances_across_slices, mask_similarity
+from medmrcnn.inference.linking import (
+    CellShape, LinkedInstance, link_instances_across_slices, mask_similarity, split_chain,
+)
 from medmrcnn.inference.predictor import SliceWisePredictor
 from medmrcnn.inference.result import InstanceRecord, VolumeResult
 
 __all__ = [
     "InstanceRecord", "LinkedInstance", "PredictorConfig", "SliceWisePredictor", "VolumeResult",
-    "link_instances_across_slices", "mask_similarity",
+    "link_instances_across_slices", "mask_similarity", "CellShape", "split_chain",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from medmrcnn.inference.config import PredictorConfig
-from medmrcnn.inference.linking import LinkedInstance, link_instances_across_slices
+from medmrcnn.inference.linking import CellShape, LinkedInstance, link_instances_across_slices
 from medmrcnn.inference.measure import measure_instances
 from medmrcnn.inference.result import VolumeResult
 from medmrcnn.labels import LabelMap
@@ -92,14 +92,17 @@ def assemble_result(volume: Volume, slices: Sequence[SliceInstances], labels: La
                     ) -> VolumeResult:
     """Link per-slice instances (one SliceInstances per slice of `volume`) into a VolumeResult on its grid.
 
-    link (cfg.link_*, cfg.join_branches, size limits) -> paint by score -> drop what overlaps shrank below the
+    link (cfg.link_*, cfg.join_branches, cfg.cell_*, size limits) -> paint by score -> drop what overlaps shrank below the
     size limits -> renumber 1..M -> class map -> measurements.
     """
     voxel_mm3 = volume.voxel_volume_ml * 1000.0
+    cells = cfg.cell_linking if cfg.cell_linking is not None else volume.modality == "SM"
+    shape = CellShape((volume.spacing[1], volume.spacing[2]), cfg.cell_max_elongation, cfg.cell_neck_ratio)
     linked = link_instances_across_slices(
-        slices, metric=cfg.link_metric, threshold=cfg.link_threshold, join_branches=cfg.join_branches,
+        slices, metric=cfg.link_metric, threshold=cfg.link_threshold, join_branches=cfg.join_branches and not cells,
         min_voxels=cfg.min_voxels, min_volume_mm3=cfg.min_volume_mm3, voxel_volume_mm3=voxel_mm3,
-        max_gap_mm=cfg.link_gap_mm, slice_spacing_mm=volume.spacing[0],
+        max_gap_mm=0.0 if cells else cfg.link_gap_mm, slice_spacing_mm=volume.spacing[0],
+        cell_shape=shape if cells else None,
     )
     instance_map = paint_instances(slices, linked, volume.shape)
     boxes, old_ids = remove_small_and_renumber(instance_map, len(linked), cfg.min_voxels, cfg.min_volume_mm3,

@@ -33,6 +33,11 @@ class PredictorConfig:
         join_branches: True: a mask left unmatched by the one-to-one matching joins the 3D instance of its best
             overlapping neighbour (a cross-section that splits or merges stays one object); False: it starts a
             separate instance.
+        cell_linking: link a z-stack's per-slice masks as cells (inference.linking.split_chain): one-to-one links
+            only (no branch joining, no gap bridging), chains cut at necks of their diameter profile and where they
+            are longer along z, in the stack's physical z step, than `cell_max_elongation` times their widest
+            section. None = on for PNG / TIFF images (read by medmrcnn.io.raster), off for DICOM / NIfTI.
+        cell_max_elongation, cell_neck_ratio: see inference.linking.CellShape.
         min_voxels: 3D instances with fewer voxels are removed.
         min_volume_mm3: 3D instances smaller than this volume are removed (both limits apply).
         tta_flips: test-time flips merged with the plain prediction: () none, ("x",), ("y",) or ("x", "y").
@@ -59,6 +64,9 @@ class PredictorConfig:
     link_threshold: float = 0.3
     link_gap_mm: float = 5.0
     join_branches: bool = True
+    cell_linking: bool | None = None
+    cell_max_elongation: float = 2.0
+    cell_neck_ratio: float = 0.9
     min_voxels: int = 10
     min_volume_mm3: float = 0.0
     tta_flips: tuple[str, ...] = ()
@@ -94,6 +102,9 @@ class PredictorConfig:
             raise ValueError(f"batch_size must be >= 1 or None (auto); got {self.batch_size}")
         if self.link_metric not in LINK_METRICS:
             raise ValueError(f"link_metric must be one of {LINK_METRICS}; got {self.link_metric!r}")
+        if not self.cell_max_elongation > 0.0 or not 0.0 < self.cell_neck_ratio <= 1.0:
+            raise ValueError(f"cell_max_elongation must be > 0 and cell_neck_ratio in (0, 1]; got "
+                             f"{self.cell_max_elongation}, {self.cell_neck_ratio}")
         if self.min_voxels < 0 or self.min_volume_mm3 < 0:
             raise ValueError("min_voxels and min_volume_mm3 must be >= 0")
         if not set(self.tta_flips) <= set(TTA_FLIPS) or len(set(self.tta_flips)) != len(self.tta_flips):

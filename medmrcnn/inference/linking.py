@@ -37,6 +37,94 @@ class LinkedInstance:
         return self.members[0][0], self.members[-1][0]
 
 
+@dataclass(frozen=True)
+class CellShape:
+    """What one slice-wise-linked cell may look like in physical units (split_chain).
+
+    Attributes:
+        pixel_spacing_mm: (y, x) pixel size, in the same unit as the slice spacing.
+        max_elongation: a cell spans at most this many times its widest cross-section's equivalent diameter
+            along z (nuclei are roughly round: 2 leaves room for elongated ones and for a thick optical section).
+        neck_ratio: a slice whose equivalent diameter is below this fraction of the widest cross-sections on
+            both sides of it is a neck between two cells (1.0 = any dip).
+    """
+
+    pixel_spacing_mm: tuple[float, float]
+    max_elongation: float = 2.0
+    neck_ratio: float = 0.9
+
+
+def split_chain(members: list[tuple[int, int]], slices: Sequence[SliceInstances], areas: Sequence[np.ndarray],
+                slice_spacing_mm: float, shape: CellShape) -> list[list[tuple[int, int]]]:
+    """Split a chain of linked masks ((z, i) sorted by z) into the convex cells it is made of.
+
+    A convex cell's cross-section diameter is a concave function of z (Brunn-Minkowski), so a dip in the chain's
+    equivalent-diameter profile (below `neck_ratio` of the widest sections on both sides) is where one cell ends and
+    the next begins: the chain is cut there (between the two slices of a two-slice neck, else on the side of the
+    neck whose link has the lower IoU) and both parts are checked again. And a cell is at most `max_elongation`
+    times as long along z, in the stack's physical z step, as its widest section: a longer chain is cut into as
+    many parts as its height holds cells as tall as it is wide, near equal spacing at the weakest links (lowest
+    IoU between the masks of adjacent slices). Returns the parts, each sorted by z.
+    """
+    out, todo = [], [members]
+    while todo:
+        chain = todo.pop()
+        zs = sorted({z for z, _ in chain})
+        if len(zs) < 2:
+            out.append(chain)
+            continue
+        sy, sx = shape.pixel_spacing_mm
+        diameter = np.array([2.0 * np.sqrt(sum(areas[z][i] for zz, i in chain if zz == z) * sy * sx / np.pi)
+                             for z in zs])
+        links = np.array([_link_iou(chain, slices, areas, a, b) for a, b in zip(zs[:-1], zs[1:])])
+        cut = None  # index into links: the chain is cut between zs[cut] and zs[cut + 1]
+        depth = np.array([1.0] + [diameter[k] / min(diameter[:k].max(), diameter[k + 1:].max())
+                                  for k in range(1, len(zs) - 1)] + [1.0])
+        if depth.min() < shape.neck_ratio:
+            k = int(np.argmin(depth))
+            # A neck two slices deep (two cells' poles facing each other) is cut between its two slices; a
+            # one-slice neck goes with the neighbour it overlaps better.
+            valley = [j for j in (k - 1, k) if depth[j] < shape.neck_ratio and depth[j + 1] < shape.neck_ratio]
+            if valley:
+                cut = min(valley, key=lambda j: max(diameter[j], diameter[j + 1]))
+            else:
+                cut = k - 1 if links[k - 1] < links[k] else k
+        elif (zs[-1] - zs[0]) * slice_spacing_mm > shape.max_elongation * diameter.max():
+            # Cells as tall as they are wide, stacked: as many as the chain's height holds, at their weakest links.
+            parts = min(max(2, round(len(zs) * slice_spacing_mm / diameter.max())), len(zs))
+            cuts = _stack_cuts(links, parts)
+            out += [[m for m in chain if zs[a] <= m[0] <= zs[b]]
+                    for a, b in zip([0] + [c + 1 for c in cuts], cuts + [len(zs) - 1])]
+            continue
+        if cut is None:
+            out.append(chain)
+            continue
+        todo += [[m for m in chain if m[0] > zs[cut]], [m for m in chain if m[0] <= zs[cut]]]
+    return sorted(out, key=lambda c: c[0])
+
+
+def _stack_cuts(links: np.ndarray, parts: int) -> list[int]:
+    """Indices of `parts - 1` links that cut a chain into runs of about equal length, each moved by up to one link
+    towards the weakest link (lowest IoU) nearby; increasing."""
+    n = len(links) + 1
+    cuts: list[int] = []
+    for p in range(1, parts):
+        ideal = round(p * n / parts) - 1
+        lo, hi = (cuts[-1] + 1 if cuts else 0), len(links) - (parts - p)  # leave a link for each later cut
+        near = [k for k in range(max(lo, ideal - 1), min(hi, ideal + 1) + 1)] or [min(max(lo, ideal), hi)]
+        cuts.append(min(near, key=lambda k: (round(float(links[k]), 6), abs(k - ideal))))
+    return cuts
+
+
+def _link_iou(chain: list[tuple[int, int]], slices: Sequence[SliceInstances], areas: Sequence[np.ndarray],
+              za: int, zb: int) -> float:
+    """IoU of the chain's masks on slice za with its masks on slice zb."""
+    ia, ib = [i for z, i in chain if z == za], [i for z, i in chain if z == zb]
+    inter = float(slices[za][ia].intersection(slices[zb][ib]).sum())
+    union = float(areas[za][ia].sum() + areas[zb][ib].sum()) - inter
+    return inter / union if union > 0 else 0.0
+
+
 class _DisjointSets:
     def __init__(self, n: int) -> None:
         self.parent = np.arange(n)
@@ -106,6 +194,7 @@ def link_instances_across_slices(
     voxel_volume_mm3: float = 1.0,
     max_gap_mm: float = 0.0,
     slice_spacing_mm: float = 1.0,
+    cell_shape: CellShape | None = None,
 ) -> list[LinkedInstance]:
     """Join per-slice instances of adjacent slices into 3D instances.
 
@@ -125,6 +214,7 @@ def link_instances_across_slices(
             the same way, with masks starting an instance on slice z + 1 + g, for g missed slices spanning at most
             `max_gap_mm` (g x slice_spacing_mm): a lesion the detector missed on one slice stays one instance. The
             missed slices are not painted.
+        cell_shape: split linked chains that cannot be one convex cell (split_chain); None = keep every chain.
     Returns:
         3D instances ordered by first slice, then by their first member's index on that slice.
     """
@@ -167,8 +257,12 @@ def link_instances_across_slices(
         for i in range(len(s)):
             groups.setdefault(sets.find(offsets[z] + i), []).append((z, i))
     areas = [s.area() for s in slices]
+    chains = list(groups.values())  # dict order = order of first member, i.e. by (z, i)
+    if cell_shape is not None:
+        chains = [part for members in chains for part in split_chain(members, slices, areas, slice_spacing_mm,
+                                                                     cell_shape)]
     out = []
-    for members in groups.values():  # dict order = order of first member, i.e. by (z, i)
+    for members in chains:
         count = int(sum(areas[z][i] for z, i in members))
         if count < min_voxels or count * voxel_volume_mm3 < min_volume_mm3:
             continue

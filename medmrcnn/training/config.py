@@ -116,7 +116,8 @@ class AugmentConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule (linear warm-up, then cosine decay to lr * min_lr_ratio)."""
+    """Optimiser and learning-rate schedule (linear warm-up, then cosine decay to lr * min_lr_ratio; "constant";
+    "exponential" rises from lr * min_lr_ratio to lr, for the learning-rate range test, training.lrfind)."""
 
     name: str = "adamw"
     lr: float = 1e-3
@@ -147,6 +148,8 @@ class TrainConfig:
         output: run folder (checkpoints, metrics.json, TensorBoard events).
         eval_every: validate every N epochs (and after the last).
         best_metric: validation metric that selects `best` ("mask_AP50", "mask_AP", "dice_mean", "loss").
+        patience: early stopping: end the run after this many validations in a row without a new best
+            `best_metric` (`best.safetensors` keeps the best one); 0 = never stop early.
         checkpoint_every: also write `last` every N optimiser steps (0 = only at epoch ends).
         log_every: optimiser steps between log lines / TensorBoard points.
         max_steps: stop after this many optimiser steps in total (None = run all epochs); the schedule still
@@ -173,6 +176,7 @@ class TrainConfig:
     output: str = "runs/train"
     eval_every: int = 1
     best_metric: str = "mask_AP50"
+    patience: int = 0
     checkpoint_every: int = 0
     log_every: int = 20
     max_steps: int | None = None
@@ -187,7 +191,7 @@ class TrainConfig:
             ("data.label_kind", self.data.label_kind, ("semantic", "instance")),
             ("data.phantom.kind", self.data.phantom.kind, ("ct", "microscopy")),
             ("optim.name", self.optim.name, ("adamw", "sgd")),
-            ("optim.schedule", self.optim.schedule, ("cosine", "constant")),
+            ("optim.schedule", self.optim.schedule, ("cosine", "constant", "exponential")),
             ("amp", self.amp, ("none", "bf16", "fp16")),
             ("best_metric", self.best_metric, ("mask_AP50", "mask_AP", "bbox_AP50", "dice_mean", "loss")),
         ]
@@ -198,6 +202,8 @@ class TrainConfig:
             raise ValueError("data.empty_fraction must be in [0, 1]")
         if self.optim.accumulate < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("optim.accumulate, epochs and batch_size must be >= 1")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-serialisable dict (the model section as ModelConfig.to_dict)."""

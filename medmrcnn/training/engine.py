@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a run produced: checkpoint paths (best is None when never validated) and per-epoch metrics."""
+    """What a run produced: checkpoint paths (best is None when never validated), per-epoch metrics and whether
+    early stopping (cfg.patience) ended it."""
 
     output: Path
     last: Path
@@ -53,6 +54,7 @@ class TrainResult:
     state: Path
     steps: int
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -291,6 +293,10 @@ def _train(cfg: TrainConfig, resume: bool, run: _Run, progress: bool) -> TrainRe
         if improved:
             best = score
         entry["best"] = improved
+        stale = _stale_evaluations(run.history + [entry], cfg.best_metric)
+        early_stop = D.broadcast_flag(info, cfg.patience > 0 and stale >= cfg.patience)
+        if early_stop:
+            entry["early_stop"] = True
         run.history.append(entry)
         if info.is_main:
             atomic_write_text(run.out / "metrics.json", json.dumps(run.history, indent=2))
@@ -299,11 +305,16 @@ def _train(cfg: TrainConfig, resume: bool, run: _Run, progress: bool) -> TrainRe
         if improved and info.is_main:
             save_checkpoint(run.out / "best.safetensors", model, cfg.model, extra=_provenance(cfg, epoch, step, run.history))
         D.barrier(info)
+        if early_stop:
+            log.info("early stop after epoch %d: no better %s in the last %d validations (best kept)",
+                     epoch, cfg.best_metric, stale)
+            break
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
     best_path = run.out / "best.safetensors"
     return TrainResult(run.out, run.out / "last.safetensors", best_path if best_path.exists() else None,
-                       state_path, step, run.history)
+                       state_path, step, run.history, stopped_early=bool(run.history and
+                                                                        run.history[-1].get("early_stop")))
 
 
 def _score(entry: dict[str, Any], metric: str) -> float | None:
@@ -312,6 +323,16 @@ def _score(entry: dict[str, Any], metric: str) -> float | None:
         return -entry["train"]["loss"]
     value = entry.get("val", {}).get(metric)
     return None if value is None or value < 0 else float(value)
+
+
+def _stale_evaluations(history: list[dict[str, Any]], metric: str) -> int:
+    """Scored epochs (validated, or every epoch for "loss") since the last new best; all of them when none was best."""
+    stale = 0
+    for entry in reversed(history):
+        if entry.get("best"):
+            break
+        stale += _score(entry, metric) is not None
+    return stale
 
 
 def _provenance(cfg: TrainConfig, epoch: int, step: int, history: list[dict[str, Any]]) -> dict[str, Any]:

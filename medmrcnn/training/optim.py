@@ -23,11 +23,15 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of cfg.lr at optimiser step `step` (0-based): warm-up from 1/warmup, then cosine to min_lr_ratio."""
+    """Multiplier of cfg.lr at optimiser step `step` (0-based): warm-up from 1/warmup, then cosine to min_lr_ratio
+    (or constant, or "exponential": from min_lr_ratio up to 1 over the run, for lr_range_test)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "exponential":  # the learning-rate range test: lr * min_lr_ratio up to lr, geometrically
+        span = max(total_steps - cfg.warmup_steps - 1, 1)
+        return cfg.min_lr_ratio ** (1.0 - min((step - cfg.warmup_steps) / span, 1.0))
     span = max(total_steps - cfg.warmup_steps, 1)
     progress = min((step - cfg.warmup_steps) / span, 1.0)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
