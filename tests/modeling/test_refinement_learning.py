@@ -89,6 +89,7 @@ def fine_tune_and_detect(data, detector_state: dict[str, torch.Tensor], refineme
     model = build_model(_config(refinement))
     missing, unexpected = model.load_state_dict(detector_state, strict=False)
     assert not unexpected and all(k.startswith("roi_heads.point_head.") for k in missing)
+    assert bool(missing) == (refinement == "pointrend")  # only the point head starts fresh
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(MASK_PARAMS))
     model.train()
