@@ -101,8 +101,9 @@ def predict_tiled(predictor, volume: Volume, *, tile: int = 1024, overlap: int =
     warn_detection_cap(volume, capped, "tile", predictor.model_cfg.detections_per_image)
     slices = [_merge(parts, (h, w), predictor.cfg.duplicate_overlap) for parts in kept]
     result = predictor.assemble(volume, slices)
-    result.metadata.update(info | {"intensity_warnings": fit_warnings, "tiles": {"tile": tile, "overlap": overlap, "grid_yx": [len(ys), len(xs)],
-                                             "intensity": tile_cfg.intensity, "at_detection_cap": capped}})
+    tiles = {"tile": tile, "overlap": overlap, "grid_yx": [len(ys), len(xs)], "intensity": tile_cfg.intensity,
+             "at_detection_cap": capped}
+    result.metadata.update(info | {"intensity_warnings": fit_warnings, "tiles": tiles})
     return result
 
 
