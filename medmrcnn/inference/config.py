@@ -44,7 +44,8 @@ class PredictorConfig:
         tta_iou: box IoU at which detections from different flips are the same object.
         image_key: key of the image in MONAI dictionaries.
         tile_size: slices larger than this (px, either side) are predicted in overlapping tiles of this size
-            (medmrcnn.inference.tiling; memory bounded by the tile); None = never tile.
+            (medmrcnn.inference.tiling; memory bounded by the tile), and a crowded slice or tile (predictor.crowded:
+            dense cells) is predicted again in tiles of half its side; None = never tile.
         tile_overlap: px shared by neighbouring tiles; should exceed the largest object's diameter.
         class_score_thresholds, class_mask_thresholds: per class name, thresholds replacing `score_threshold` /
             `mask_threshold` for that class (as `medmrcnn calibrate` stores them in a checkpoint).

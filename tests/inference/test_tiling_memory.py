@@ -15,6 +15,7 @@ from medmrcnn.inference import tiling
 from medmrcnn.inference.postprocess import remove_duplicates
 from medmrcnn.structures import SliceInstances
 from medmrcnn.volume import Volume, affine_from_geometry
+from tests.masks import centre, dice
 
 SIZE, TILE, OVERLAP = 1536, 384, 64  # 5 x 5 tiles of the real nuclei image mirrored to 1536 x 1536 px
 
@@ -101,16 +102,64 @@ def test_tiled_prediction_memory_is_bounded_by_the_tile_not_the_image(nuclei, mo
     assert whole_peak - maps > 4 * pixels, (whole_peak, maps)
 
 
-def test_tiles_with_more_cells_than_the_model_may_detect_are_reported(nuclei, mosaic, caplog):
-    """A tile holding more nuclei than the model's detections per image loses some: a warning names the fix."""
+def _capped_predictor(nuclei, cap: int) -> SliceWisePredictor:
     predictor = SliceWisePredictor.from_checkpoint(nuclei.weights, device="cpu")
-    predictor.model.roi_heads.detections_per_img = predictor.model_cfg.detections_per_image = 40
+    predictor.model.roi_heads.detections_per_img = predictor.model_cfg.detections_per_image = cap
     predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=TILE, tile_overlap=OVERLAP)
+    return predictor
+
+
+def test_crowded_tiles_are_split_until_they_fit(nuclei, mosaic, caplog):
+    """Where nuclei are denser than one pass finds reliably, tiles are tiled again at half their side: the nuclei
+    come out as with a limit no tile reaches, each once, and nothing is reported lost. The first tile is empty
+    background, so the starting side stays and the crowded tiles split on their own."""
+    array = mosaic.array[:, :TILE, :2 * TILE].copy()
+    array[:, :, :TILE] = array.min()
+    crop = Volume(array, mosaic.affine, modality="SM", source="big.tif")
+    reference = _capped_predictor(nuclei, 400).predict(crop)
+    assert reference.metadata["tiles"]["split_crowded"] == 0
+    with caplog.at_level(logging.WARNING):
+        result = _capped_predictor(nuclei, 40).predict(crop)
+    assert result.metadata["tiles"]["tile"] == TILE and result.metadata["tiles"]["split_crowded"] >= 1
+    assert result.metadata["tiles"]["at_detection_cap"] == 0 and "limit" not in caplog.text
+    assert not result.instance_map[:, :, :TILE - OVERLAP].any()
+    assert reference.num_instances <= result.num_instances <= 1.15 * reference.num_instances, (
+        result.num_instances, reference.num_instances)
+    recovered = 0  # nuclei of the reference run found again, with the same mask
+    for i in range(1, reference.num_instances + 1):
+        theirs = reference.instance_map == i
+        mine = result.instance_map[centre(theirs)]
+        recovered += mine > 0 and dice(theirs, result.instance_map == mine) >= 0.8
+    assert recovered >= 0.9 * reference.num_instances, (recovered, reference.num_instances)
+
+
+def test_a_uniformly_crowded_image_starts_from_a_smaller_tile(nuclei, mosaic):
+    """When the first tile is crowded, the whole image is tiled at a side that fits rather than split tile by tile."""
     crop = Volume(mosaic.array[:, :640, :640].copy(), mosaic.affine, modality="SM", source="big.tif")
+    result = _capped_predictor(nuclei, 40).predict(crop)
+    assert result.metadata["tiles"]["tile"] == TILE // 2 and result.metadata["tiles"]["at_detection_cap"] == 0
+    assert result.num_instances > 150
+
+
+def test_a_crowded_whole_image_is_tiled(nuclei, mosaic):
+    """An image smaller than the tile whose single pass is crowded is predicted in tiles of half its side."""
+    crop = Volume(mosaic.array[:, :512, :512].copy(), mosaic.affine, modality="SM", source="small.tif")
+    predictor = _capped_predictor(nuclei, 40)
+    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=2048, tile_overlap=64)
+    result = predictor.predict(crop)
+    assert result.metadata["tiles"]["tile"] == 256 and result.num_instances > 80
+
+
+def test_tiles_too_small_to_split_report_what_the_limit_lost(nuclei, mosaic, caplog):
+    """When halving would leave tiles no larger than twice the overlap, a warning names the fix."""
+    predictor = _capped_predictor(nuclei, 3)
+    predictor.cfg = dataclasses.replace(predictor.cfg, tile_size=160, tile_overlap=64)
+    crop = Volume(mosaic.array[:, :300, :300].copy(), mosaic.affine, modality="SM", source="big.tif")
     with caplog.at_level(logging.WARNING):
         result = predictor.predict(crop)
-    assert result.metadata["tiles"]["at_detection_cap"] == 4
-    assert "big.tif: 4 tile(s) reached the model's limit of 40 detections" in caplog.text
+    capped = result.metadata["tiles"]["at_detection_cap"]
+    assert capped > 0 and result.metadata["tiles"]["split_crowded"] == 0
+    assert f"big.tif: {capped} tile(s) reached the model's limit of 3 detections" in caplog.text
     assert "--tile-size" in caplog.text
 
 
