@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -59,8 +58,7 @@ def _window_preset(volume: Volume, preset: str) -> str:
     return f"ct:{lo + width / 2.0},{width}"
 
 
-def predict_tiled(predictor, volume: Volume, *, tile: int = 1024, overlap: int = 128,
-                  progress: Callable[[int], None] | None = None) -> VolumeResult:
+def predict_tiled(predictor, volume: Volume, *, tile: int = 1024, overlap: int = 128) -> VolumeResult:
     """The predictor's result for `volume`, computed tile by tile (module docstring); a volume that fits in one
     tile is predicted as a whole.
 
@@ -68,7 +66,6 @@ def predict_tiled(predictor, volume: Volume, *, tile: int = 1024, overlap: int =
         predictor: a SliceWisePredictor.
         volume: (z, y, x); stacks are tiled in-plane, every tile holding all z.
         tile, overlap: tile side and overlap in pixels; `overlap` should exceed the largest cell's diameter.
-        progress: called with the number of tiles done, as they finish.
     """
     if overlap < 0 or tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap}), and overlap be >= 0")
@@ -116,8 +113,6 @@ def predict_tiled(predictor, volume: Volume, *, tile: int = 1024, overlap: int =
                     for z, inst in enumerate(found):
                         if len(inst):
                             kept[z].append(_in_core(inst, (y0, x0), sub_core, (h, w)))
-                if progress is not None and side == tile:
-                    progress(1)
 
     tile = _uncrowded_side(per_tile, volume, tile, overlap)
     predict_region((0, h), (0, w), (0.0, float(h), 0.0, float(w)), tile)
