@@ -43,8 +43,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, metavar="S", help="minimum detection score 0..1 (default: 0.5)")
     p.add_argument("--tile-size", type=int, metavar="PX",
                    help="images larger than this are segmented in overlapping tiles of PX x PX (memory bounded by the "
-                        "tile; default: 2048). Use a smaller tile when a tile holds more cells than the model's "
-                        "detections per image (a warning says so)")
+                        "tile; default: 2048); tiles crowded with cells are halved on their own, and giving the size "
+                        "that fits saves those probing passes")
     p.add_argument("--tile-overlap", type=int, metavar="PX",
                    help="pixels shared by neighbouring tiles; more than the largest cell's diameter (default: 128)")
     p.add_argument("--overwrite", action="store_true", help="redo studies whose outputs are already complete")
